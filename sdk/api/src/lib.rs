@@ -1,0 +1,17 @@
+//! Spoke's API types: the Kubernetes-shaped objects the hub serves, and the
+//! messages the hub and the edge agents exchange over MQTT.
+//!
+//! This crate does no IO, so that the hub, the agent, the client, the CLI and
+//! tests all agree on one definition of every shape and cannot drift apart.
+
+pub mod config;
+pub mod core;
+pub mod meta;
+pub mod module;
+pub mod protocol;
+pub mod quantity;
+pub mod resource;
+pub mod validation;
+
+pub use crate::core::{Container, Node, Pod, PodSpec, PodStatus};
+pub use crate::meta::{ObjectMeta, Status};

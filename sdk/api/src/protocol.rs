@@ -1,0 +1,311 @@
+//! The hub ↔ agent protocol over MQTT: topics and messages.
+//!
+//! `docs/protocol.md` explains the rules; this module is their one
+//! definition in code. In short:
+//!
+//! - `spoke/v1/nodes/{node}/up` (agent → hub, QoS 1, JSON [`Up`]),
+//! - `spoke/v1/nodes/{node}/down` (hub → agent, QoS 1, JSON [`Down`]),
+//! - `spoke/v1/nodes/{node}/module` (hub → agent, QoS 1, binary [`ModuleChunk`] frames),
+//! - `spoke/v1/nodes/{node}/presence` (agent, and its last will; retained; `online`/`offline`).
+//!
+//! Nothing bulky is retained or left to the broker's offline queue: an agent
+//! that (re)connects says which desired-state revision it has applied
+//! ([`Up::Hello`]) and the hub answers with what it needs ([`Down`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{PodSpec, PodStatus};
+use crate::quantity::Quantity;
+
+/// Topic prefix; the version changes only with an incompatible protocol.
+pub const PREFIX: &str = "spoke/v1/nodes";
+
+/// Largest message either side accepts. Module chunks are smaller than this.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Size of one module chunk on the wire.
+pub const MODULE_CHUNK_BYTES: usize = 128 * 1024;
+
+/// The topics of one node.
+pub mod topic {
+    use super::PREFIX;
+
+    /// Agent → hub messages ([`super::Up`]).
+    pub fn up(node: &str) -> String {
+        format!("{PREFIX}/{node}/up")
+    }
+    /// Hub → agent messages ([`super::Down`]).
+    pub fn down(node: &str) -> String {
+        format!("{PREFIX}/{node}/down")
+    }
+    /// Hub → agent module chunks ([`super::ModuleChunk`]).
+    pub fn module(node: &str) -> String {
+        format!("{PREFIX}/{node}/module")
+    }
+    /// Retained presence of the agent: `online`, or `offline` (its last will).
+    pub fn presence(node: &str) -> String {
+        format!("{PREFIX}/{node}/presence")
+    }
+    /// What the hub subscribes to.
+    pub const ALL_UP: &str = "spoke/v1/nodes/+/up";
+    pub const ALL_PRESENCE: &str = "spoke/v1/nodes/+/presence";
+
+    /// The node a topic belongs to, and the topic's last segment.
+    pub fn parse(topic: &str) -> Option<(&str, &str)> {
+        let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+        let (node, leaf) = rest.split_once('/')?;
+        if node.is_empty() || leaf.contains('/') {
+            return None;
+        }
+        Some((node, leaf))
+    }
+}
+
+/// Presence payloads.
+pub const ONLINE: &[u8] = b"online";
+pub const OFFLINE: &[u8] = b"offline";
+
+/// One pod as the agent needs it: identity, spec, and whether it is being
+/// deleted. Status is not sent down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Bumped by the hub on every spec change: a new generation restarts the pod.
+    pub generation: i64,
+    pub spec: PodSpec,
+    /// Set when the pod is being deleted: stop it, then report it gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+}
+
+impl DesiredPod {
+    /// `namespace/name`, the key pods go by on the agent.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What an agent says about its board.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    /// `cpu`, `memory`, `pods`.
+    pub capacity: std::collections::BTreeMap<String, Quantity>,
+    /// Kubernetes' names: `arm64`, `arm`, `amd64`.
+    pub architecture: String,
+    pub operating_system: String,
+    pub agent_version: String,
+}
+
+/// The status of one pod, from the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodReport {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub status: PodStatus,
+    /// The pod was deleted and its instance has stopped: the hub may remove it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
+}
+
+/// Agent → hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Up {
+    /// First message after every connect: the revision this agent has
+    /// applied (0 for none), its board, and the status of every pod it runs.
+    #[serde(rename_all = "camelCase")]
+    Hello {
+        applied_revision: u64,
+        node: NodeInfo,
+        pods: Vec<PodReport>,
+    },
+    /// The agent has stored and started to apply `revision`.
+    #[serde(rename_all = "camelCase")]
+    Ack { applied_revision: u64 },
+    /// Pod status changes since the last report.
+    #[serde(rename_all = "camelCase")]
+    Status { pods: Vec<PodReport> },
+    /// Asks for module bytes from `offset`; answered on the module topic.
+    #[serde(rename_all = "camelCase")]
+    ModuleRequest { id: u64, image: String, offset: u64 },
+    /// Answer to [`Down::Logs`].
+    #[serde(rename_all = "camelCase")]
+    Logs {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default)]
+        text: String,
+    },
+}
+
+/// Hub → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Down {
+    /// Everything the node should run at `revision`. Pods not listed must
+    /// not run.
+    #[serde(rename_all = "camelCase")]
+    Desired {
+        revision: u64,
+        pods: Vec<DesiredPod>,
+    },
+    /// The agent's revision is current: nothing to do.
+    #[serde(rename_all = "camelCase")]
+    UpToDate { revision: u64 },
+    /// Asks for a pod's log; answered with [`Up::Logs`].
+    #[serde(rename_all = "camelCase")]
+    Logs {
+        id: u64,
+        namespace: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail_lines: Option<u64>,
+    },
+}
+
+/// Why a message was refused. Malformed input is logged and dropped by the
+/// receiver; it never changes state.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {0} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("malformed module chunk frame: {0}")]
+    Frame(&'static str),
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, DecodeError> {
+    if payload.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge(payload.len()));
+    }
+    Ok(serde_json::from_slice(payload)?)
+}
+
+impl Up {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("protocol messages always serialize")
+    }
+    pub fn decode(payload: &[u8]) -> Result<Up, DecodeError> {
+        decode_json(payload)
+    }
+}
+
+impl Down {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("protocol messages always serialize")
+    }
+    pub fn decode(payload: &[u8]) -> Result<Down, DecodeError> {
+        decode_json(payload)
+    }
+}
+
+/// The header of one module chunk. Frame on the wire: 4-byte big-endian
+/// header length, the header as JSON, then the chunk's raw bytes (no base64:
+/// modules are the largest thing a board downloads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleChunk {
+    /// The id of the [`Up::ModuleRequest`] this answers.
+    pub id: u64,
+    /// `sha256:<hex>` of the whole module; the agent verifies it.
+    #[serde(default)]
+    pub digest: String,
+    pub offset: u64,
+    /// Size of the whole module.
+    pub total: u64,
+    /// Set when the hub cannot serve the module (unknown reference, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ModuleChunk {
+    pub fn encode(&self, data: &[u8]) -> Vec<u8> {
+        let header = serde_json::to_vec(self).expect("protocol messages always serialize");
+        let mut out = Vec::with_capacity(4 + header.len() + data.len());
+        out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// Splits a frame into its header and data.
+    pub fn decode(payload: &[u8]) -> Result<(ModuleChunk, &[u8]), DecodeError> {
+        if payload.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge(payload.len()));
+        }
+        let len_bytes: [u8; 4] = payload
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DecodeError::Frame("shorter than its length prefix"))?;
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        let header = payload
+            .get(4..4usize.saturating_add(len))
+            .ok_or(DecodeError::Frame("header longer than the frame"))?;
+        let chunk: ModuleChunk = serde_json::from_slice(header)?;
+        Ok((chunk, &payload[4 + len..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_and_refuse_strangers() {
+        assert_eq!(topic::parse(&topic::up("pi-1")), Some(("pi-1", "up")));
+        assert_eq!(topic::parse(&topic::presence("a")), Some(("a", "presence")));
+        assert_eq!(topic::parse("spoke/v1/nodes//up"), None);
+        assert_eq!(topic::parse("spoke/v1/nodes/a/b/c"), None);
+        assert_eq!(topic::parse("other/a/up"), None);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let up = Up::Ack {
+            applied_revision: 7,
+        };
+        assert_eq!(Up::decode(&up.encode()).unwrap(), up);
+        let down = Down::UpToDate { revision: 3 };
+        assert_eq!(Down::decode(&down.encode()).unwrap(), down);
+        assert_eq!(
+            String::from_utf8(down.encode()).unwrap(),
+            r#"{"type":"upToDate","revision":3}"#
+        );
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_not_panics() {
+        for bad in [&b""[..], b"{", b"null", b"{\"type\":\"nope\"}", &[0xff; 10]] {
+            assert!(Up::decode(bad).is_err());
+            assert!(Down::decode(bad).is_err());
+            assert!(ModuleChunk::decode(bad).is_err());
+        }
+        let huge = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(Up::decode(&huge), Err(DecodeError::TooLarge(_))));
+        // A length prefix that points past the end.
+        assert!(ModuleChunk::decode(&[0xff, 0xff, 0xff, 0xff, b'{']).is_err());
+    }
+
+    #[test]
+    fn module_chunks_carry_raw_bytes() {
+        let chunk = ModuleChunk {
+            id: 1,
+            digest: "sha256:x".into(),
+            offset: 0,
+            total: 3,
+            error: None,
+        };
+        let frame = chunk.encode(&[0, 1, 2]);
+        let (back, data) = ModuleChunk::decode(&frame).unwrap();
+        assert_eq!(back, chunk);
+        assert_eq!(data, &[0, 1, 2]);
+    }
+}

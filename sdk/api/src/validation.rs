@@ -1,0 +1,341 @@
+//! Validation of objects as users send them: strict decoding (types and
+//! unknown fields, with the path of the field) and the rules Kubernetes
+//! applies (names, labels, required fields, enums, quantities).
+//!
+//! Every problem is a [`FieldError`] naming the field path, so that the hub
+//! can answer `422 Invalid` with `details.causes` and the CLI can print where
+//! a manifest is wrong.
+
+use serde::de::DeserializeOwned;
+
+use crate::core::Pod;
+use crate::meta::ObjectMeta;
+use crate::module::ImageRef;
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path such as `spec.containers[0].image`.
+    pub field: String,
+    /// Kubernetes' cause type: `FieldValueRequired`, `FieldValueInvalid`,
+    /// `FieldValueNotSupported`, `FieldValueTypeInvalid`, `FieldValueUnknown`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            reason,
+            message: message.into(),
+        }
+    }
+    fn required(field: impl Into<String>) -> Self {
+        FieldError::new(field, "FieldValueRequired", "Required value")
+    }
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError::new(field, "FieldValueInvalid", message)
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Decodes `value` into `T`, refusing wrong types and fields `T` does not
+/// have. Errors name the field path.
+pub fn decode_strict<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec<FieldError>> {
+    let mut unknown = Vec::new();
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+        let path = path.to_string();
+        let message = format!("unknown field \"{}\"", last_segment(&path));
+        unknown.push(FieldError::new(path, "FieldValueUnknown", message))
+    };
+    let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) if unknown.is_empty() => Ok(v),
+        Ok(_) => Err(unknown),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            Err(vec![FieldError::new(
+                path,
+                "FieldValueTypeInvalid",
+                e.into_inner().to_string(),
+            )])
+        }
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// A DNS-1123 subdomain (object names): at most 253 characters of lower-case
+/// letters, digits, '-' and '.', starting and ending with a letter or digit.
+pub fn dns1123_subdomain(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| dns1123_label(part).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (got \"{name}\")"
+        ))
+    }
+}
+
+/// A DNS-1123 label (namespace and container names): at most 63 characters of
+/// lower-case letters, digits and '-', starting and ending with a letter or digit.
+pub fn dns1123_label(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', start and end with an alphanumeric character, and be at most 63 characters (got \"{name}\")"
+        ))
+    }
+}
+
+/// Label keys (`[prefix/]name`) and values, as Kubernetes checks them.
+fn validate_labels(meta: &ObjectMeta, errs: &mut Vec<FieldError>) {
+    let name_ok = |s: &str| {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+    };
+    for (k, v) in &meta.labels {
+        let key_ok = match k.split_once('/') {
+            Some((prefix, name)) => dns1123_subdomain(prefix).is_ok() && name_ok(name),
+            None => name_ok(k),
+        };
+        if !key_ok {
+            errs.push(FieldError::invalid(
+                format!("metadata.labels[{k}]"),
+                "label keys are an optional DNS subdomain prefix and '/', then a name of at most 63 alphanumeric characters, '-', '_' or '.'",
+            ));
+        }
+        if !(v.is_empty() || name_ok(v)) {
+            errs.push(FieldError::invalid(
+                format!("metadata.labels[{k}]"),
+                format!("label value \"{v}\" must be at most 63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"),
+            ));
+        }
+    }
+    let annotation_bytes: usize = meta
+        .annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if annotation_bytes > 256 * 1024 {
+        errs.push(FieldError::new(
+            "metadata.annotations",
+            "FieldValueTooLong",
+            "annotations may not have more than 262144 bytes in total",
+        ));
+    }
+}
+
+/// Checks the metadata every object has.
+pub fn validate_meta(meta: &ObjectMeta, namespaced: bool, errs: &mut Vec<FieldError>) {
+    if meta.name.is_empty() && meta.generate_name.is_none() {
+        errs.push(FieldError::new(
+            "metadata.name",
+            "FieldValueRequired",
+            "name or generateName is required",
+        ));
+    } else if !meta.name.is_empty()
+        && let Err(m) = dns1123_subdomain(&meta.name)
+    {
+        errs.push(FieldError::invalid("metadata.name", m));
+    }
+    if namespaced
+        && let Some(ns) = &meta.namespace
+        && let Err(m) = dns1123_label(ns)
+    {
+        errs.push(FieldError::invalid("metadata.namespace", m));
+    }
+    validate_labels(meta, errs);
+}
+
+/// Checks a pod as a user sent it.
+pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    validate_meta(&pod.metadata, true, &mut errs);
+    let spec = &pod.spec;
+    if spec.containers.is_empty() {
+        errs.push(FieldError::required("spec.containers"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let at = |f: &str| format!("spec.containers[{i}].{f}");
+        if c.name.is_empty() {
+            errs.push(FieldError::required(at("name")));
+        } else if let Err(m) = dns1123_label(&c.name) {
+            errs.push(FieldError::invalid(at("name"), m));
+        } else if !names.insert(c.name.as_str()) {
+            errs.push(FieldError::new(
+                at("name"),
+                "FieldValueDuplicate",
+                format!("Duplicate value: \"{}\"", c.name),
+            ));
+        }
+        if c.image.is_empty() {
+            errs.push(FieldError::required(at("image")));
+        } else if let Err(e) = ImageRef::parse(&c.image) {
+            errs.push(FieldError::invalid(at("image"), e.to_string()));
+        }
+        for (j, e) in c.env.iter().enumerate() {
+            if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
+                errs.push(FieldError::invalid(
+                    format!("spec.containers[{i}].env[{j}].name"),
+                    "must be non-empty and contain no '=' or NUL",
+                ));
+            }
+        }
+        for (which, map) in [
+            ("requests", &c.resources.requests),
+            ("limits", &c.resources.limits),
+        ] {
+            for (res, q) in map {
+                let field = format!("spec.containers[{i}].resources.{which}.{res}");
+                let parsed = match res.as_str() {
+                    "cpu" => q.to_milli(),
+                    "memory" => q.to_units(),
+                    _ => {
+                        errs.push(FieldError::new(
+                            field,
+                            "FieldValueNotSupported",
+                            format!("Unsupported value: \"{res}\": supported values: \"cpu\", \"memory\""),
+                        ));
+                        continue;
+                    }
+                };
+                if let Err(e) = parsed {
+                    errs.push(FieldError::invalid(field, format!("\"{}\": {e}", q.0)));
+                }
+            }
+        }
+        for (j, p) in c.ports.iter().enumerate() {
+            if !(1..=65535).contains(&p.container_port) {
+                errs.push(FieldError::invalid(
+                    format!("spec.containers[{i}].ports[{j}].containerPort"),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+    }
+    if let Some(p) = &spec.restart_policy
+        && !["Always", "OnFailure", "Never"].contains(&p.as_str())
+    {
+        errs.push(FieldError::new(
+            "spec.restartPolicy",
+            "FieldValueNotSupported",
+            format!(
+                "Unsupported value: \"{p}\": supported values: \"Always\", \"OnFailure\", \"Never\""
+            ),
+        ));
+    }
+    if let Some(node) = &spec.node_name
+        && let Err(m) = dns1123_subdomain(node)
+    {
+        errs.push(FieldError::invalid("spec.nodeName", m));
+    }
+    if let Some(g) = spec.termination_grace_period_seconds
+        && g < 0
+    {
+        errs.push(FieldError::invalid(
+            "spec.terminationGracePeriodSeconds",
+            "must be >= 0",
+        ));
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec})
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let v = pod(
+            json!({"containers": [{"name": "a", "image": "x:1", "imagePullPolicy": "Always"}]}),
+        );
+        let errs = decode_strict::<Pod>(v).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec.containers.0.imagePullPolicy");
+        assert_eq!(errs[0].reason, "FieldValueUnknown");
+    }
+
+    #[test]
+    fn wrong_types_are_named_with_their_path() {
+        let v = pod(json!({"containers": [{"name": "a", "image": 5}]}));
+        let errs = decode_strict::<Pod>(v).unwrap_err();
+        assert_eq!(errs[0].field, "spec.containers[0].image");
+        assert!(
+            errs[0].message.contains("expected a string"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn pod_rules_name_each_field() {
+        let v = pod(json!({
+            "restartPolicy": "Sometimes",
+            "containers": [
+                {"name": "A", "image": ""},
+                {"name": "b", "image": "b:1", "resources": {"limits": {"memory": "lots", "gpu": "1"}}}
+            ]
+        }));
+        let p: Pod = decode_strict(v).unwrap();
+        let fields: Vec<String> = validate_pod(&p).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.containers[0].name",
+                "spec.containers[0].image",
+                "spec.containers[1].resources.limits.gpu",
+                "spec.containers[1].resources.limits.memory",
+                "spec.restartPolicy",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_good_pod_passes() {
+        let v = pod(json!({"containers": [{"name": "hello", "image": "hello:v1",
+            "env": [{"name": "A", "value": "b"}], "resources": {"limits": {"memory": "32Mi", "cpu": "250m"}}}]}));
+        let p: Pod = decode_strict(v).unwrap();
+        assert_eq!(validate_pod(&p), vec![]);
+    }
+
+    #[test]
+    fn names_follow_rfc_1123() {
+        assert!(dns1123_subdomain("hello-1.edge").is_ok());
+        for bad in ["", "Hello", "-a", "a-", "a_b", &"x".repeat(254)] {
+            assert!(dns1123_subdomain(bad).is_err(), "{bad}");
+        }
+        assert!(dns1123_label(&"x".repeat(64)).is_err());
+    }
+}
