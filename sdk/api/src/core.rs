@@ -294,3 +294,29 @@ pub mod annotations {
     /// On a Node: the desired-state revision the agent has applied and acknowledged.
     pub const APPLIED_REVISION: &str = "spoke.dev/applied-revision";
 }
+
+/// A namespace: a name scope for pods and other namespaced objects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Namespace {
+    #[serde(default = "v1")]
+    pub api_version: String,
+    #[serde(default = "namespace_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NamespaceStatus>,
+}
+
+fn namespace_kind() -> String {
+    "Namespace".to_string()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceStatus {
+    /// `Active` or `Terminating`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}

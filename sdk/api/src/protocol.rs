@@ -309,3 +309,50 @@ mod tests {
         assert_eq!(data, &[0, 1, 2]);
     }
 }
+
+/// Reads a broker URL, `mqtt://host:port` (or `tcp://`; the port defaults
+/// to 1883), into host and port.
+pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("\"{url}\" must start with mqtt://"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("\"{url}\" has an invalid port"))?,
+        ),
+        None => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("\"{url}\" has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::parse_broker_url;
+
+    #[test]
+    fn broker_urls_give_host_and_port() {
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1883"),
+            Ok(("127.0.0.1".into(), 1883))
+        );
+        assert_eq!(
+            parse_broker_url("tcp://hub.local"),
+            Ok(("hub.local".into(), 1883))
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://[::1]:9000"),
+            Ok(("::1".into(), 9000))
+        );
+        assert!(parse_broker_url("http://x:1").is_err());
+        assert!(parse_broker_url("mqtt://x:99999").is_err());
+        assert!(parse_broker_url("mqtt://:1").is_err());
+    }
+}

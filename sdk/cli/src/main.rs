@@ -1,1 +1,322 @@
-fn main() {}
+//! `spoke`: the command line for a Spoke hub, with kubectl's verbs and habits.
+
+mod apply;
+mod get;
+mod manifest;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Parser, Subcommand};
+use spoke_api::resource::ResourceType;
+use spoke_client::Client;
+use spoke_client::kubeconfig::{self, KubeConfig};
+
+/// spoke controls a fleet of edge boards running Wasm pods, through a spoke-hub.
+///
+/// It finds the hub from --server, $SPOKE_SERVER, or the config file that
+/// spoke-hub writes ($SPOKE_CONFIG or ~/.spoke/config).
+#[derive(Parser)]
+#[command(name = "spoke", version)]
+struct Cli {
+    /// Address of the hub's API (overrides the config file).
+    #[arg(long, global = true, env = "SPOKE_SERVER")]
+    server: Option<String>,
+    /// Bearer token for the hub.
+    #[arg(long, global = true, env = "SPOKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Config file (kubeconfig-shaped).
+    #[arg(long, global = true, env = "SPOKE_CONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Context of the config file to use.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Namespace (default: the context's, else "default").
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upload a Wasm module to the hub's module store and tag it.
+    Push {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Reference to give it, such as hello:v1.
+        reference: String,
+    },
+    /// Create or update objects from manifest files (YAML or JSON; several
+    /// documents per file; a directory; or - for standard input).
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List or show objects: pods, nodes, namespaces.
+    Get {
+        /// Kind: pods (po), nodes (no), namespaces (ns).
+        kind: String,
+        /// Names to show (all when none).
+        names: Vec<String>,
+        /// Output format: wide, yaml, json or name.
+        #[arg(short, long)]
+        output: Option<String>,
+        /// List across all namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector, such as app=hello.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Print a pod's log (read from its board through the hub).
+    Logs {
+        pod: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+    },
+    /// Delete objects by kind and name, or those in manifest files.
+    Delete {
+        /// Kind and names: `pod hello`, or `pod/hello`.
+        args: Vec<String>,
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// Seconds the pod is given to stop; 0 removes it at once.
+        #[arg(long)]
+        grace_period: Option<i64>,
+        /// Do not wait for pods to stop on their board.
+        #[arg(long)]
+        wait: Option<bool>,
+    },
+    /// Print the CLI's and the hub's versions.
+    Version,
+    /// Print where the hub is.
+    ClusterInfo,
+}
+
+/// Connection settings resolved from flags, environment and config file.
+struct Ctx {
+    client: Client,
+    namespace: String,
+}
+
+fn connect(cli: &Cli) -> anyhow::Result<Ctx> {
+    let from_file = match (
+        &cli.server,
+        cli.kubeconfig.clone().or_else(kubeconfig::default_path),
+    ) {
+        (Some(_), _) | (None, None) => None,
+        (None, Some(path)) if !path.exists() && cli.kubeconfig.is_none() => {
+            return Err(anyhow!(
+                "no hub configured: start spoke-hub (it writes {}), or pass --server URL",
+                path.display()
+            ));
+        }
+        (None, Some(path)) => {
+            let cfg = KubeConfig::load(&path).map_err(|e| anyhow!(e))?;
+            Some(cfg.target(cli.context.as_deref()).map_err(|e| anyhow!(e))?)
+        }
+    };
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| from_file.as_ref().map(|t| t.server.clone()))
+        .ok_or_else(|| anyhow!("no hub configured: pass --server URL"))?;
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| from_file.as_ref().and_then(|t| t.token.clone()));
+    let namespace = cli
+        .namespace
+        .clone()
+        .or_else(|| from_file.as_ref().and_then(|t| t.namespace.clone()))
+        .unwrap_or_else(|| "default".to_string());
+    Ok(Ctx {
+        client: Client::new(&server, token)?,
+        namespace,
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Version = cli.command {
+        println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
+        if let Ok(ctx) = connect(&cli)
+            && let Ok(v) = ctx.client.get::<serde_json::Value>("/version").await
+        {
+            println!(
+                "Server Version: {}",
+                v["gitVersion"].as_str().unwrap_or("unknown")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ctx = connect(&cli)?;
+    match cli.command {
+        Command::Version => unreachable!("handled above"),
+        Command::ClusterInfo => {
+            ctx.client.get::<serde_json::Value>("/version").await?;
+            println!("Spoke hub is running at {}", ctx.client.server());
+        }
+        Command::Push { file, reference } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let size = bytes.len();
+            let info = ctx.client.push_module(bytes, Some(&reference)).await?;
+            println!("{reference} pushed: {} ({size} bytes)", info.digest);
+        }
+        Command::Apply { files } => return apply::apply(&ctx.client, &ctx.namespace, &files).await,
+        Command::Get {
+            kind,
+            names,
+            output,
+            all_namespaces,
+            selector,
+        } => {
+            let rt = lookup(&kind)?;
+            let ns = (!all_namespaces).then_some(ctx.namespace.as_str());
+            get::get(
+                &ctx.client,
+                rt,
+                ns,
+                &names,
+                output.as_deref(),
+                selector.as_deref(),
+            )
+            .await?;
+        }
+        Command::Logs { pod, tail } => {
+            let text = ctx.client.pod_logs(&ctx.namespace, &pod, tail).await?;
+            print!("{text}");
+        }
+        Command::Delete {
+            args,
+            files,
+            grace_period,
+            wait,
+        } => {
+            let mut targets = Vec::new();
+            for doc in manifest::read_all(&files)? {
+                let doc = doc.map_err(|e| anyhow!(e))?;
+                targets.push((doc.rt, doc.namespace(&ctx.namespace), doc.name()));
+            }
+            match args.as_slice() {
+                [] => {}
+                [one] if one.contains('/') => {
+                    let (kind, name) = one.split_once('/').expect("checked");
+                    let rt = lookup(kind)?;
+                    targets.push((rt, ctx.namespace.clone(), name.to_string()));
+                }
+                [kind, names @ ..] if !names.is_empty() => {
+                    let rt = lookup(kind)?;
+                    for n in names {
+                        targets.push((rt, ctx.namespace.clone(), n.clone()));
+                    }
+                }
+                _ => {
+                    return Err(anyhow!(
+                        "say what to delete: spoke delete pod NAME, or -f FILE"
+                    ));
+                }
+            }
+            if targets.is_empty() {
+                return Err(anyhow!(
+                    "say what to delete: spoke delete pod NAME, or -f FILE"
+                ));
+            }
+            let mut failed = false;
+            for (rt, ns, name) in targets {
+                let ns = rt.namespaced.then_some(ns.as_str());
+                match ctx
+                    .client
+                    .delete(&rt.object_path(ns, &name), grace_period)
+                    .await
+                {
+                    Ok(_) => {
+                        println!("{}/{name} deleted", rt.singular);
+                        if wait.unwrap_or(true) {
+                            wait_gone(&ctx.client, rt, ns, &name).await?;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}", describe_error(&e, rt, ns, &name));
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
+    ResourceType::lookup(kind).ok_or_else(|| {
+        let known: Vec<&str> = spoke_api::resource::RESOURCES
+            .iter()
+            .map(|r| r.plural)
+            .collect();
+        anyhow!(
+            "the server doesn't have a resource type \"{kind}\" (known: {})",
+            known.join(", ")
+        )
+    })
+}
+
+/// Turns "pods \"x\" not found" into kubectl's wording with the namespace.
+fn describe_error(
+    e: &spoke_client::Error,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+) -> String {
+    match (e.code(), ns) {
+        (Some(404), Some(ns)) => {
+            format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural)
+        }
+        (Some(404), None) => format!("{} \"{name}\" not found", rt.plural),
+        _ => e.to_string(),
+    }
+}
+
+/// Waits (as kubectl does) until a deleted object is really gone: for a pod
+/// on a board, until its agent has stopped it.
+async fn wait_gone(
+    client: &Client,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match client
+            .get::<serde_json::Value>(&rt.object_path(ns, name))
+            .await
+        {
+            Err(e) if e.code() == Some(404) => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(_) if tokio::time::Instant::now() > deadline => {
+                return Err(anyhow!(
+                    "timed out waiting for {}/{name} to stop on its node (is the node connected?)",
+                    rt.singular
+                ));
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}

@@ -1,1 +1,183 @@
+//! A client for the Spoke hub's HTTP API, used by the `spoke` CLI, tests and
+//! programs that manage a fleet.
+//!
+//! Errors say what a person can do about them: an unreachable hub names the
+//! URL and suggests checking that `spoke-hub` runs; API errors carry the
+//! hub's Kubernetes `Status`, field paths included.
 
+pub mod kubeconfig;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use spoke_api::meta::Status;
+use spoke_api::module::ModuleInfo;
+
+/// What can go wrong talking to the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection could be made.
+    #[error("cannot reach the hub at {server}: {reason} (is spoke-hub running?)")]
+    Unreachable { server: String, reason: String },
+    /// The hub answered with an error `Status`.
+    #[error("{0}")]
+    Api(Status),
+    /// The hub answered something that is not what the API promises.
+    #[error("unexpected answer from the hub ({code}): {body}")]
+    Unexpected { code: u16, body: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The HTTP code of an API error (404, 409, 422, ...).
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Error::Api(s) => Some(s.code),
+            Error::Unexpected { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one hub.
+#[derive(Clone, Debug)]
+pub struct Client {
+    server: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// The innermost cause of a connection error, which is the useful part
+/// ("Connection refused (os error 111)").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl Client {
+    /// A client for the hub at `server` (`http://127.0.0.1:6443`).
+    pub fn new(server: &str, token: Option<String>) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            server: server.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.server));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+        let resp = req.send().await.map_err(|e| Error::Unreachable {
+            server: self.server.clone(),
+            reason: root_cause(&e),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let code = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<Status>(&body) {
+            Ok(status) if status.kind == "Status" => Err(Error::Api(status)),
+            _ => Err(Error::Unexpected { code, body }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
+        let resp = self.send(req).await?;
+        let code = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| Error::Unreachable {
+            server: self.server.clone(),
+            reason: root_cause(&e),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Unexpected {
+            code,
+            body: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
+        })
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.json(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// `POST path` with a JSON object.
+    pub async fn create(&self, path: &str, object: &Value) -> Result<Value, Error> {
+        self.json(self.request(reqwest::Method::POST, path).json(object))
+            .await
+    }
+
+    /// `PUT path` with a JSON object.
+    pub async fn replace(&self, path: &str, object: &Value) -> Result<Value, Error> {
+        self.json(self.request(reqwest::Method::PUT, path).json(object))
+            .await
+    }
+
+    /// `DELETE path`, optionally with a grace period in seconds.
+    pub async fn delete(
+        &self,
+        path: &str,
+        grace_period_seconds: Option<i64>,
+    ) -> Result<Value, Error> {
+        let mut req = self.request(reqwest::Method::DELETE, path);
+        if let Some(g) = grace_period_seconds {
+            req = req.query(&[("gracePeriodSeconds", g)]);
+        }
+        self.json(req).await
+    }
+
+    /// Uploads a Wasm module, optionally tagging it `name:tag`.
+    pub async fn push_module(
+        &self,
+        bytes: Vec<u8>,
+        tag: Option<&str>,
+    ) -> Result<ModuleInfo, Error> {
+        let mut req = self
+            .request(reqwest::Method::POST, "/apis/spoke.dev/v1/modules")
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes);
+        if let Some(t) = tag {
+            req = req.query(&[("tag", t)]);
+        }
+        self.json(req).await
+    }
+
+    /// A pod's log, read from its board through the hub.
+    pub async fn pod_logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        tail_lines: Option<u64>,
+    ) -> Result<String, Error> {
+        let mut req = self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/namespaces/{namespace}/pods/{name}/log"),
+        );
+        if let Some(n) = tail_lines {
+            req = req.query(&[("tailLines", n)]);
+        }
+        let resp = self.send(req).await?;
+        resp.text().await.map_err(|e| Error::Unreachable {
+            server: self.server.clone(),
+            reason: root_cause(&e),
+        })
+    }
+}

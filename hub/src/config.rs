@@ -1,0 +1,197 @@
+//! The hub's configuration: one struct, filled from flags, environment
+//! variables and an optional YAML file whose keys mirror the flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// spoke-hub: the control plane of a Spoke fleet.
+///
+/// With no options it starts everything on this machine: the API on
+/// 127.0.0.1:6443, an embedded MQTT broker on 127.0.0.1:1883, and its store in
+/// ~/.spoke/hub. It writes a CLI config to ~/.spoke/config so that `spoke`
+/// finds it.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "spoke-hub", version, args_override_self = true)]
+pub struct Config {
+    /// YAML file whose keys are the long options below (for example
+    /// `data-dir: /var/lib/spoke-hub`). Options given on the command line win.
+    #[arg(long, env = "SPOKE_HUB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the store (store.redb) and the module store (modules/).
+    #[arg(long, env = "SPOKE_HUB_DATA_DIR", value_name = "DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+
+    /// Address of the HTTP API. Plain HTTP: keep it on loopback until TLS lands.
+    #[arg(
+        long,
+        env = "SPOKE_HUB_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:6443"
+    )]
+    pub listen: SocketAddr,
+
+    /// Address of the embedded MQTT broker that agents connect to.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
+    pub mqtt_listen: SocketAddr,
+
+    /// Use this external MQTT broker (mqtt://host:port) instead of the embedded one.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+
+    /// How long an agent may be disconnected before its node is marked NotReady.
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = humantime::parse_duration)]
+    pub node_grace: Duration,
+
+    /// Where to write the CLI config (kubeconfig-shaped) that points `spoke` at this hub.
+    #[arg(long, value_name = "FILE", default_value_os_t = default_client_config())]
+    pub client_config: PathBuf,
+
+    /// Do not write the CLI config file.
+    #[arg(long)]
+    pub no_client_config: bool,
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn default_data_dir() -> PathBuf {
+    home()
+        .map(|h| h.join(".spoke/hub"))
+        .unwrap_or_else(|| "/var/lib/spoke-hub".into())
+}
+
+fn default_client_config() -> PathBuf {
+    home()
+        .map(|h| h.join(".spoke/config"))
+        .unwrap_or_else(|| "spoke-config.yaml".into())
+}
+
+/// A configuration problem, naming the option.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Args(#[from] clap::Error),
+    #[error("--config {path}: {message}")]
+    File { path: String, message: String },
+    #[error("--{option}: {message}")]
+    Invalid {
+        option: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses the command line, then the config file it names (if any), with
+    /// the command line taking precedence.
+    pub fn load(args: Vec<std::ffi::OsString>) -> Result<Config, Error> {
+        let first = Config::try_parse_from(&args)?;
+        let config = match &first.config {
+            None => first,
+            Some(path) => {
+                let file_err = |message: String| Error::File {
+                    path: path.display().to_string(),
+                    message,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+                let doc: serde_json::Value =
+                    serde_yaml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+                let flags =
+                    spoke_api::config::file_to_flags(&doc).map_err(|e| file_err(e.to_string()))?;
+                let mut merged: Vec<std::ffi::OsString> = args.iter().take(1).cloned().collect();
+                merged.extend(flags.into_iter().map(Into::into));
+                merged.extend(args.iter().skip(1).cloned());
+                Config::try_parse_from(merged).map_err(|e| file_err(e.to_string()))?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if let Some(url) = &self.mqtt_url
+            && let Err(message) = spoke_api::protocol::parse_broker_url(url)
+        {
+            return Err(Error::Invalid {
+                option: "mqtt-url",
+                message,
+            });
+        }
+        if self.node_grace < Duration::from_secs(1) {
+            return Err(Error::Invalid {
+                option: "node-grace",
+                message: "must be at least 1s".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The broker URL the hub and local agents use.
+    pub fn broker_url(&self) -> String {
+        match &self.mqtt_url {
+            Some(url) => url.replacen("tcp://", "mqtt://", 1),
+            None => format!("mqtt://{}", self.mqtt_listen),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<std::ffi::OsString> {
+        std::iter::once("spoke-hub")
+            .chain(list.iter().copied())
+            .map(Into::into)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_options() {
+        let c = Config::load(args(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:6443");
+        assert_eq!(c.broker_url(), "mqtt://127.0.0.1:1883");
+        assert_eq!(c.node_grace, Duration::from_secs(40));
+    }
+
+    #[test]
+    fn the_file_sets_options_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hub.yaml");
+        std::fs::write(
+            &file,
+            "data-dir: /srv/spoke\nlisten: 0.0.0.0:7000\nnode_grace: 2m\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = Config::load(args(&["--config", f, "--listen", "127.0.0.1:7001"])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/spoke"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(c.node_grace, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let e = Config::load(args(&["--mqtt-url", "http://x"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--mqtt-url:"), "{e}");
+        let e = Config::load(args(&["--listen", "nowhere"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--listen"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hub.yaml");
+        std::fs::write(&file, "no-such-option: 1\n").unwrap();
+        let e = Config::load(args(&["--config", file.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no-such-option"), "{e}");
+    }
+}

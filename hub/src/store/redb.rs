@@ -1,0 +1,177 @@
+//! The embedded default backend: one redb file.
+//!
+//! Tables: `objects` (key → JSON), `meta` (`revision` → u64) and `changes`
+//! (revision → event JSON, the last [`CHANGE_LOG_LEN`] writes, for watches
+//! that resume). Every write is one redb transaction committed with redb's
+//! default durability (fsync before `commit` returns).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+
+use super::{Backend, Error, Event, EventType, Write, revision_of};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+
+/// How many past writes the change log keeps.
+pub const CHANGE_LOG_LEN: u64 = 10_000;
+
+/// A redb file holding the hub's objects.
+pub struct RedbBackend {
+    db: Database,
+}
+
+fn backend_err(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+impl RedbBackend {
+    /// Opens (or creates) the store file.
+    pub fn open(path: &Path) -> Result<RedbBackend, Error> {
+        let db = Database::create(path).map_err(backend_err)?;
+        let txn = db.begin_write().map_err(backend_err)?;
+        {
+            txn.open_table(OBJECTS).map_err(backend_err)?;
+            txn.open_table(META).map_err(backend_err)?;
+            txn.open_table(CHANGES).map_err(backend_err)?;
+        }
+        txn.commit().map_err(backend_err)?;
+        Ok(RedbBackend { db })
+    }
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Value, Error> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn set_revision(object: &mut Value, revision: u64) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
+    }
+}
+
+impl Backend for RedbBackend {
+    fn get(&self, key: &str) -> Result<Option<Value>, Error> {
+        let txn = self.db.begin_read().map_err(backend_err)?;
+        let table = txn.open_table(OBJECTS).map_err(backend_err)?;
+        match table.get(key).map_err(backend_err)? {
+            Some(v) => Ok(Some(decode(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<(Vec<Value>, u64), Error> {
+        let txn = self.db.begin_read().map_err(backend_err)?;
+        let table = txn.open_table(OBJECTS).map_err(backend_err)?;
+        let revision = txn
+            .open_table(META)
+            .map_err(backend_err)?
+            .get("revision")
+            .map_err(backend_err)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let mut items = Vec::new();
+        for entry in table.range(prefix..).map_err(backend_err)? {
+            let (k, v) = entry.map_err(backend_err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            items.push(decode(k.value(), v.value())?);
+        }
+        Ok((items, revision))
+    }
+
+    fn write(&self, key: &str, op: Write) -> Result<Event, Error> {
+        let txn = self.db.begin_write().map_err(backend_err)?;
+        let event = {
+            let mut objects = txn.open_table(OBJECTS).map_err(backend_err)?;
+            let mut meta = txn.open_table(META).map_err(backend_err)?;
+            let mut changes = txn.open_table(CHANGES).map_err(backend_err)?;
+            let current = match objects.get(key).map_err(backend_err)? {
+                Some(v) => Some(decode(key, v.value())?),
+                None => None,
+            };
+            let revision = meta
+                .get("revision")
+                .map_err(backend_err)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
+            let check = |expected: Option<u64>, current: &Value| match expected {
+                Some(want) if revision_of(current) != Some(want) => Err(Error::Conflict),
+                _ => Ok(()),
+            };
+            let (type_, object) = match op {
+                Write::Create(mut object) => {
+                    if current.is_some() {
+                        return Err(Error::AlreadyExists);
+                    }
+                    set_revision(&mut object, revision);
+                    (EventType::Added, object)
+                }
+                Write::Update {
+                    mut object,
+                    expected,
+                } => {
+                    let current = current.ok_or(Error::NotFound)?;
+                    check(expected, &current)?;
+                    set_revision(&mut object, revision);
+                    (EventType::Modified, object)
+                }
+                Write::Delete { expected } => {
+                    let mut current = current.ok_or(Error::NotFound)?;
+                    check(expected, &current)?;
+                    set_revision(&mut current, revision);
+                    (EventType::Deleted, current)
+                }
+            };
+            let bytes = serde_json::to_vec(&object).map_err(backend_err)?;
+            match type_ {
+                EventType::Deleted => {
+                    objects.remove(key).map_err(backend_err)?;
+                }
+                _ => {
+                    objects.insert(key, bytes.as_slice()).map_err(backend_err)?;
+                }
+            }
+            meta.insert("revision", revision).map_err(backend_err)?;
+            let event = Event {
+                type_,
+                key: key.to_string(),
+                revision,
+                object,
+            };
+            let event_bytes = serde_json::to_vec(&event).map_err(backend_err)?;
+            changes
+                .insert(revision, event_bytes.as_slice())
+                .map_err(backend_err)?;
+            if revision > CHANGE_LOG_LEN {
+                changes
+                    .remove(revision - CHANGE_LOG_LEN)
+                    .map_err(backend_err)?;
+            }
+            event
+        };
+        txn.commit().map_err(backend_err)?;
+        Ok(event)
+    }
+
+    fn revision(&self) -> Result<u64, Error> {
+        let txn = self.db.begin_read().map_err(backend_err)?;
+        let meta = txn.open_table(META).map_err(backend_err)?;
+        Ok(meta
+            .get("revision")
+            .map_err(backend_err)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,154 @@
+use serde_json::json;
+
+use super::*;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RedbBackend::open(&dir.path().join("store.redb")).unwrap();
+    (dir, Store::new(backend))
+}
+
+fn obj(name: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"x": 1}})
+}
+
+#[tokio::test]
+async fn every_write_bumps_the_revision_and_sets_resource_version() {
+    let (_dir, store) = open();
+    let a = store.create("pods/default/a", obj("a")).await.unwrap();
+    let b = store.create("pods/default/b", obj("b")).await.unwrap();
+    assert_eq!(revision_of(&a), Some(1));
+    assert_eq!(revision_of(&b), Some(2));
+    assert_eq!(store.revision().await.unwrap(), 2);
+    let (items, rev) = store.list(&prefix("pods", Some("default"))).await.unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(rev, 2);
+}
+
+#[tokio::test]
+async fn create_refuses_an_existing_key() {
+    let (_dir, store) = open();
+    store.create("k", obj("a")).await.unwrap();
+    assert!(matches!(
+        store.create("k", obj("a")).await,
+        Err(Error::AlreadyExists)
+    ));
+}
+
+#[tokio::test]
+async fn update_is_compare_and_swap() {
+    let (_dir, store) = open();
+    let a = store.create("k", obj("a")).await.unwrap();
+    let rv = revision_of(&a);
+    store.update("k", obj("a"), rv).await.unwrap();
+    // The second writer with the same (now stale) revision loses.
+    assert!(matches!(
+        store.update("k", obj("a"), rv).await,
+        Err(Error::Conflict)
+    ));
+    assert!(matches!(
+        store.update("missing", obj("a"), None).await,
+        Err(Error::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn subscribers_see_each_write_once_in_order() {
+    let (_dir, store) = open();
+    let mut events = store.subscribe();
+    store.create("k", obj("a")).await.unwrap();
+    store.update("k", obj("a"), None).await.unwrap();
+    store.delete("k", None).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let e = events.recv().await.unwrap();
+        seen.push((e.type_, e.revision));
+    }
+    assert_eq!(
+        seen,
+        [
+            (EventType::Added, 1),
+            (EventType::Modified, 2),
+            (EventType::Deleted, 3)
+        ]
+    );
+    assert!(events.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn list_stays_inside_its_prefix() {
+    let (_dir, store) = open();
+    store
+        .create(&key("pods", Some("a"), "x"), obj("x"))
+        .await
+        .unwrap();
+    store
+        .create(&key("pods", Some("ab"), "y"), obj("y"))
+        .await
+        .unwrap();
+    store
+        .create(&key("nodes", None, "n"), obj("n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .list(&prefix("pods", Some("a")))
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+    assert_eq!(store.list(&prefix("pods", None)).await.unwrap().0.len(), 2);
+    assert_eq!(store.list(&prefix("nodes", None)).await.unwrap().0.len(), 1);
+}
+
+#[tokio::test]
+async fn objects_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let store = Store::new(RedbBackend::open(&path).unwrap());
+        store.create("k", obj("a")).await.unwrap();
+    }
+    let store = Store::new(RedbBackend::open(&path).unwrap());
+    let back = store.get("k").await.unwrap().unwrap();
+    assert_eq!(back["metadata"]["name"], "a");
+    assert_eq!(store.revision().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn modify_retries_until_it_wins() {
+    let (_dir, store) = open();
+    store
+        .create("k", json!({"metadata": {}, "n": 0}))
+        .await
+        .unwrap();
+    let s2 = store.clone();
+    let mut first = true;
+    let out = store
+        .modify("k", |cur| {
+            if first {
+                first = false;
+                // A concurrent writer sneaks in between read and write.
+                let s3 = s2.clone();
+                let cur2 = cur.clone();
+                std::thread::spawn(move || {
+                    tokio::runtime::Runtime::new()
+                        .unwrap()
+                        .block_on(s3.update("k", cur2, None))
+                        .unwrap();
+                })
+                .join()
+                .unwrap();
+            }
+            let mut next = cur.clone();
+            next["n"] = json!(cur["n"].as_i64().unwrap() + 1);
+            Some(next)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out["n"], 1);
+    assert_eq!(revision_of(&out), Some(3));
+}

@@ -1,0 +1,637 @@
+//! Edge sync, hub side: sends each node its desired state over MQTT and
+//! turns what agents report into Node and Pod status.
+//!
+//! One task owns the MQTT event loop and only forwards publishes; one worker
+//! task handles them in order, together with store events and a timer, so
+//! that per-node bookkeeping needs no locks. See `docs/protocol.md`.
+
+mod desired;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Packet, Publish, QoS};
+use serde_json::{Value, json};
+use spoke_api::core::annotations;
+use spoke_api::protocol::{
+    self, DesiredPod, Down, MODULE_CHUNK_BYTES, ModuleChunk, NodeInfo, PodReport, Up, topic,
+};
+use spoke_api::resource::ResourceType;
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::desired::Tracker;
+use crate::modules::ModuleStore;
+use crate::store::{self, EventType, Store};
+
+/// How long the hub waits for an agent to answer a log request.
+const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the sync service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `mqtt://host:port` of the broker (embedded or external).
+    pub broker_url: String,
+    /// A node whose agent has been gone this long is marked not ready.
+    pub node_grace: Duration,
+}
+
+/// Why a log request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("node \"{0}\" is not connected to the hub, so its logs cannot be read now")]
+    NotConnected(String),
+    #[error("node \"{0}\" did not answer the log request in time")]
+    Timeout(String),
+    #[error("{0}")]
+    Agent(String),
+    #[error("could not send the log request: {0}")]
+    Publish(String),
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Nodes whose agent is connected now.
+    online: HashSet<String>,
+    /// Log requests waiting for their answer, by id.
+    pending_logs: HashMap<u64, oneshot::Sender<Result<String, String>>>,
+    next_id: u64,
+}
+
+/// A cheap handle for the API to ask things of connected agents.
+#[derive(Clone)]
+pub struct Handle {
+    client: AsyncClient,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Handle {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the agent of `node` is connected now.
+    pub fn is_online(&self, node: &str) -> bool {
+        self.shared().online.contains(node)
+    }
+
+    /// Reads a pod's log from the board that runs it, over MQTT.
+    pub async fn request_logs(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+        tail_lines: Option<u64>,
+    ) -> Result<String, LogError> {
+        if !self.is_online(node) {
+            return Err(LogError::NotConnected(node.to_string()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut shared = self.shared();
+            shared.next_id += 1;
+            let id = shared.next_id;
+            shared.pending_logs.insert(id, tx);
+            id
+        };
+        let msg = Down::Logs {
+            id,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            tail_lines,
+        };
+        let sent = self
+            .client
+            .publish(topic::down(node), QoS::AtLeastOnce, false, msg.encode())
+            .await;
+        let answer = match sent {
+            Err(e) => Err(LogError::Publish(e.to_string())),
+            Ok(()) => match tokio::time::timeout(LOG_TIMEOUT, rx).await {
+                Ok(Ok(Ok(text))) => Ok(text),
+                Ok(Ok(Err(e))) => Err(LogError::Agent(e)),
+                _ => Err(LogError::Timeout(node.to_string())),
+            },
+        };
+        self.shared().pending_logs.remove(&id);
+        answer
+    }
+}
+
+/// Connects to the broker and starts the sync tasks.
+pub async fn start(
+    settings: Settings,
+    store: Store,
+    modules: Arc<ModuleStore>,
+) -> anyhow::Result<Handle> {
+    let (host, port) = protocol::parse_broker_url(&settings.broker_url)
+        .map_err(|e| anyhow::anyhow!("broker URL: {e}"))?;
+    let mut options = MqttOptions::new("spoke-hub", host, port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_max_packet_size(
+            2 * protocol::MAX_MESSAGE_BYTES,
+            2 * protocol::MAX_MESSAGE_BYTES,
+        )
+        .set_request_channel_capacity(1024);
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (connected_tx, connected) = oneshot::channel();
+    tokio::spawn(pump(eventloop, client.clone(), tx, connected_tx));
+    // Start serving only once the broker is reachable, but do not refuse to
+    // start when an external broker is down: the connection is retried.
+    if tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .is_err()
+    {
+        tracing::warn!(broker = %settings.broker_url, "MQTT broker not reachable yet; agents cannot sync until it is");
+    }
+
+    let (pods, revision) = store.list(&store::prefix("pods", None)).await?;
+    let handle = Handle {
+        client: client.clone(),
+        shared: Arc::new(Mutex::new(Shared::default())),
+    };
+    let worker = Worker {
+        settings,
+        events: store.subscribe(),
+        tracker: Tracker::new(&pods, revision),
+        store,
+        modules,
+        handle: handle.clone(),
+        dirty: HashSet::new(),
+        offline_since: HashMap::new(),
+        started: Instant::now(),
+    };
+    tokio::spawn(worker.run(rx));
+    Ok(handle)
+}
+
+/// Owns the MQTT event loop: (re)subscribes on every connect and forwards
+/// publishes to the worker. Never blocks.
+async fn pump(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    tx: mpsc::UnboundedSender<Publish>,
+    connected: oneshot::Sender<()>,
+) {
+    let mut connected = Some(connected);
+    let mut failures = 0u32;
+    loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                tracing::info!("hub connected to the MQTT broker");
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(());
+                }
+                for filter in [topic::ALL_UP, topic::ALL_PRESENCE] {
+                    if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, filter, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    tracing::warn!(error = %e, "MQTT connection to the broker failed; retrying");
+                }
+                tokio::time::sleep(
+                    Duration::from_millis(500).min(Duration::from_millis(100) * failures),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+struct Worker {
+    settings: Settings,
+    store: Store,
+    modules: Arc<ModuleStore>,
+    handle: Handle,
+    events: tokio::sync::broadcast::Receiver<store::Event>,
+    tracker: Tracker,
+    /// Nodes whose desired state changed and has not been sent yet.
+    dirty: HashSet<String>,
+    /// Nodes whose agent went away, and when.
+    offline_since: HashMap<String, Instant>,
+    started: Instant,
+}
+
+fn pod_key(ns: &str, name: &str) -> String {
+    store::key("pods", Some(ns), name)
+}
+
+fn node_key(name: &str) -> String {
+    store::key("nodes", None, name)
+}
+
+impl Worker {
+    async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
+        let mut flush = tokio::time::interval(Duration::from_millis(50));
+        let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                msg = incoming.recv() => match msg {
+                    Some(p) => self.on_publish(p).await,
+                    None => return,
+                },
+                event = self.events.recv() => match event {
+                    Ok(e) => self.on_store_event(e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "sync fell behind the store; rebuilding from a full list");
+                        self.rebuild().await;
+                    }
+                    Err(_) => return,
+                },
+                _ = flush.tick() => self.flush().await,
+                _ = lifecycle.tick() => self.node_lifecycle().await,
+            }
+        }
+    }
+
+    /// Level-triggered fallback: recompute every node's state from the store.
+    async fn rebuild(&mut self) {
+        match self.store.list(&store::prefix("pods", None)).await {
+            Ok((pods, revision)) => {
+                let old = std::mem::replace(&mut self.tracker, Tracker::new(&pods, revision));
+                drop(old);
+                let online: Vec<String> = self.handle.shared().online.iter().cloned().collect();
+                self.dirty.extend(online);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list pods to rebuild sync state"),
+        }
+    }
+
+    fn on_store_event(&mut self, e: store::Event) {
+        if !e.key.starts_with("pods/") {
+            return;
+        }
+        let pod = (e.type_ != EventType::Deleted).then_some(&e.object);
+        let changed = self.tracker.apply(&e.key, pod, e.revision);
+        self.dirty.extend(changed);
+    }
+
+    async fn flush(&mut self) {
+        for node in std::mem::take(&mut self.dirty) {
+            if self.handle.is_online(&node) {
+                self.send_desired(&node).await;
+            }
+        }
+    }
+
+    async fn send_desired(&mut self, node: &str) {
+        let revision = self.tracker.revision(node);
+        let (pods, _) = match self.store.list(&store::prefix("pods", None)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, node, "cannot list pods for a node");
+                return;
+            }
+        };
+        let pods: Vec<DesiredPod> = pods
+            .iter()
+            .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+            .filter_map(|p| {
+                Some(DesiredPod {
+                    namespace: p.pointer("/metadata/namespace")?.as_str()?.to_string(),
+                    name: p.pointer("/metadata/name")?.as_str()?.to_string(),
+                    uid: p.pointer("/metadata/uid")?.as_str()?.to_string(),
+                    generation: p
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1),
+                    spec: serde_json::from_value(p.get("spec")?.clone()).ok()?,
+                    deleting: p.pointer("/metadata/deletionTimestamp").is_some(),
+                })
+            })
+            .collect();
+        tracing::debug!(node, revision, pods = pods.len(), "sending desired state");
+        self.publish_down(node, &Down::Desired { revision, pods })
+            .await;
+        self.annotate_node(node, annotations::DESIRED_REVISION, revision)
+            .await;
+    }
+
+    async fn publish_down(&self, node: &str, msg: &Down) {
+        if let Err(e) = self
+            .handle
+            .client
+            .publish(topic::down(node), QoS::AtLeastOnce, false, msg.encode())
+            .await
+        {
+            tracing::error!(error = %e, node, "cannot publish to node");
+        }
+    }
+
+    async fn on_publish(&mut self, p: Publish) {
+        let Some((node, leaf)) = topic::parse(&p.topic) else {
+            tracing::warn!(topic = %p.topic, "message on an unexpected topic dropped");
+            return;
+        };
+        if spoke_api::validation::dns1123_subdomain(node).is_err() {
+            tracing::warn!(topic = %p.topic, "message from an invalid node name dropped");
+            return;
+        }
+        let node = node.to_string();
+        match leaf {
+            "presence" => self.on_presence(&node, &p.payload),
+            "up" => match Up::decode(&p.payload) {
+                Ok(msg) => self.on_up(&node, msg).await,
+                Err(e) => tracing::warn!(node, error = %e, "malformed message from agent dropped"),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_presence(&mut self, node: &str, payload: &[u8]) {
+        if payload == protocol::ONLINE {
+            self.offline_since.remove(node);
+            self.handle.shared().online.insert(node.to_string());
+        } else if payload == protocol::OFFLINE || payload.is_empty() {
+            tracing::info!(node, "agent disconnected");
+            self.offline_since.insert(node.to_string(), Instant::now());
+            self.handle.shared().online.remove(node);
+        } else {
+            tracing::warn!(node, "malformed presence payload dropped");
+        }
+    }
+
+    async fn on_up(&mut self, node: &str, msg: Up) {
+        match msg {
+            Up::Hello {
+                applied_revision,
+                node: info,
+                pods,
+            } => {
+                tracing::info!(node, applied_revision, pods = pods.len(), "agent connected");
+                self.offline_since.remove(node);
+                self.handle.shared().online.insert(node.to_string());
+                if let Err(e) = self.register_node(node, &info).await {
+                    tracing::error!(node, error = %e, "cannot record node");
+                    return;
+                }
+                self.apply_reports(node, pods).await;
+                let mut revision = self.tracker.revision(node);
+                if applied_revision > revision {
+                    revision = self.tracker.raise_above(node, applied_revision);
+                }
+                if applied_revision == revision {
+                    self.publish_down(node, &Down::UpToDate { revision }).await;
+                    self.annotate_node(node, annotations::APPLIED_REVISION, revision)
+                        .await;
+                } else {
+                    self.send_desired(node).await;
+                }
+            }
+            Up::Ack { applied_revision } => {
+                self.annotate_node(node, annotations::APPLIED_REVISION, applied_revision)
+                    .await;
+            }
+            Up::Status { pods } => self.apply_reports(node, pods).await,
+            Up::ModuleRequest { id, image, offset } => {
+                self.serve_module(node, id, image, offset).await
+            }
+            Up::Logs { id, error, text } => {
+                let waiter = self.handle.shared().pending_logs.remove(&id);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(match error {
+                        Some(e) => Err(e),
+                        None => Ok(text),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Creates or refreshes the Node object from the agent's description.
+    async fn register_node(&self, node: &str, info: &NodeInfo) -> Result<(), crate::api::Error> {
+        let now = crate::api::now();
+        let ready = json!({
+            "type": "Ready", "status": "True", "reason": "AgentReady",
+            "message": "spoke-agent is connected", "lastHeartbeatTime": now, "lastTransitionTime": now,
+        });
+        let status = json!({
+            "capacity": info.capacity,
+            "allocatable": info.capacity,
+            "conditions": [ready],
+            "nodeInfo": {
+                "architecture": info.architecture,
+                "operatingSystem": info.operating_system,
+                "kubeletVersion": info.agent_version,
+                "machineId": "",
+            },
+        });
+        let labels = json!({
+            "kubernetes.io/hostname": node,
+            "kubernetes.io/arch": info.architecture,
+            "kubernetes.io/os": info.operating_system,
+        });
+        let key = node_key(node);
+        if self.store.get(&key).await?.is_none() {
+            let rt = ResourceType::lookup("nodes").expect("nodes are a known kind");
+            let object = json!({"metadata": {"name": node, "labels": labels}});
+            match crate::api::create_object(&self.store, rt, None, object).await {
+                Ok(_) | Err(crate::api::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.store
+            .modify(&key, |cur| {
+                let mut next = cur.clone();
+                // Keep the transition time when the node was already ready.
+                let mut status = status.clone();
+                if let Some(prev) = cur.pointer("/status/conditions/0")
+                    && prev["status"] == "True"
+                {
+                    status["conditions"][0]["lastTransitionTime"] =
+                        prev["lastTransitionTime"].clone();
+                }
+                next["status"] = status;
+                for (k, v) in labels.as_object().expect("labels are a map") {
+                    next["metadata"]["labels"][k] = v.clone();
+                }
+                Some(next)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn annotate_node(&self, node: &str, annotation: &str, revision: u64) {
+        let value = json!(revision.to_string());
+        let result = self
+            .store
+            .modify(&node_key(node), |cur| {
+                if cur
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(annotation))
+                    == Some(&value)
+                {
+                    return None;
+                }
+                let mut next = cur.clone();
+                if !next["metadata"]["annotations"].is_object() {
+                    next["metadata"]["annotations"] = json!({});
+                }
+                next["metadata"]["annotations"][annotation] = value.clone();
+                Some(next)
+            })
+            .await;
+        match result {
+            Ok(_) | Err(store::Error::NotFound) => {}
+            Err(e) => tracing::error!(node, error = %e, "cannot annotate node"),
+        }
+    }
+
+    /// Writes the agent's pod reports into pod status. Reports about pods
+    /// that are not bound to this node, or whose uid differs (an old
+    /// incarnation), are ignored.
+    async fn apply_reports(&self, node: &str, reports: Vec<PodReport>) {
+        for report in reports {
+            let key = pod_key(&report.namespace, &report.name);
+            let Ok(Some(pod)) = self.store.get(&key).await else {
+                continue;
+            };
+            let same_pod = pod.pointer("/metadata/uid").and_then(Value::as_str)
+                == Some(report.uid.as_str())
+                && pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node);
+            if !same_pod {
+                continue;
+            }
+            if report.gone {
+                if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                    match self.store.delete(&key, store::revision_of(&pod)).await {
+                        Ok(_) => {
+                            tracing::info!(node, pod = %key, "pod stopped on its node and removed")
+                        }
+                        Err(store::Error::Conflict | store::Error::NotFound) => {}
+                        Err(e) => tracing::error!(error = %e, "cannot remove pod"),
+                    }
+                }
+                continue;
+            }
+            let Ok(status) = serde_json::to_value(&report.status) else {
+                continue;
+            };
+            let uid = report.uid.clone();
+            let result = self
+                .store
+                .modify(&key, |cur| {
+                    if cur.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
+                        || cur.get("status") == Some(&status)
+                    {
+                        return None;
+                    }
+                    let mut next = cur.clone();
+                    next["status"] = status.clone();
+                    Some(next)
+                })
+                .await;
+            if let Err(e) = result
+                && !matches!(e, store::Error::NotFound)
+            {
+                tracing::error!(error = %e, pod = %key, "cannot write pod status");
+            }
+        }
+    }
+
+    async fn serve_module(&self, node: &str, id: u64, image: String, offset: u64) {
+        let modules = self.modules.clone();
+        let served = tokio::task::spawn_blocking(move || {
+            let digest = modules.resolve(&image)?;
+            let (data, total) = modules.read_chunk(&digest, offset, MODULE_CHUNK_BYTES)?;
+            Ok::<_, crate::modules::Error>((digest, data, total))
+        })
+        .await;
+        let frame = match served {
+            Ok(Ok((digest, data, total))) => ModuleChunk {
+                id,
+                digest,
+                offset,
+                total,
+                error: None,
+            }
+            .encode(&data),
+            Ok(Err(e)) => ModuleChunk {
+                id,
+                digest: String::new(),
+                offset,
+                total: 0,
+                error: Some(e.to_string()),
+            }
+            .encode(&[]),
+            Err(e) => {
+                tracing::error!(error = %e, "module read task failed");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .handle
+            .client
+            .publish(topic::module(node), QoS::AtLeastOnce, false, frame)
+            .await
+        {
+            tracing::error!(error = %e, node, "cannot send module chunk");
+        }
+    }
+
+    /// Marks nodes whose agent has been away longer than the grace period
+    /// as not ready. Nodes the hub has not heard of since it started get the
+    /// same grace, so a hub restart does not flap every node.
+    async fn node_lifecycle(&mut self) {
+        let Ok((nodes, _)) = self.store.list(&store::prefix("nodes", None)).await else {
+            return;
+        };
+        let grace = self.settings.node_grace;
+        for node in nodes {
+            let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            if self.handle.is_online(name) {
+                continue;
+            }
+            let since = self
+                .offline_since
+                .get(name)
+                .copied()
+                .unwrap_or(self.started);
+            if since.elapsed() < grace {
+                continue;
+            }
+            let ready = node
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"].clone());
+            if ready == Some(json!("True")) {
+                tracing::warn!(
+                    node = name,
+                    "agent gone longer than the grace period: node NotReady"
+                );
+                let now = crate::api::now();
+                let _ = self
+                    .store
+                    .modify(&node_key(name), |cur| {
+                        let mut next = cur.clone();
+                        let conds = next["status"]["conditions"].as_array_mut()?;
+                        let ready = conds.iter_mut().find(|c| c["type"] == "Ready")?;
+                        *ready = json!({
+                            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                            "message": "spoke-agent stopped reporting: disconnected from the hub",
+                            "lastHeartbeatTime": ready["lastHeartbeatTime"].clone(),
+                            "lastTransitionTime": now,
+                        });
+                        Some(next)
+                    })
+                    .await;
+            }
+        }
+    }
+}
