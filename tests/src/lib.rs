@@ -1,1 +1,303 @@
+//! Harness for whole-system tests: the real `spoke-hub`, `spoke-agent` and
+//! `spoke` binaries as processes on loopback, each with its own data
+//! directory. Processes are killed when their handle drops.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`; the
+//! test script does it), and the example guests too (`examples/build.sh`).
 
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use spoke_client::Client;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary next to this test executable's `deps/`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A module built from `examples/`, such as `hello`.
+pub fn example_wasm(name: &str) -> PathBuf {
+    let path = repo_root()
+        .join("examples/out")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run examples/build.sh before the tests (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A child process killed (SIGKILL) on drop, with its stderr in a file.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .stdin(Stdio::null());
+        let child = cmd.spawn().expect("spawn");
+        Proc { child, log }
+    }
+
+    /// Everything the process wrote so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process at once, as `kill -9` would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running hub with an embedded broker.
+pub struct Hub {
+    pub proc: Proc,
+    pub api_url: String,
+    pub mqtt_url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Hub {
+    pub async fn start() -> Hub {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (api, mqtt) = (free_port(), free_port());
+        let mut cmd = Command::new(bin("spoke-hub"));
+        cmd.arg("--data-dir")
+            .arg(dir.path().join("hub"))
+            .args(["--listen", &format!("127.0.0.1:{api}")])
+            .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
+            .arg("--no-client-config")
+            .env("RUST_LOG", "info,rumqttd=warn");
+        let proc = Proc::spawn(cmd, dir.path().join("hub.log"));
+        let hub = Hub {
+            proc,
+            api_url: format!("http://127.0.0.1:{api}"),
+            mqtt_url: format!("mqtt://127.0.0.1:{mqtt}"),
+            dir,
+        };
+        let client = hub.client();
+        eventually(
+            Duration::from_secs(30),
+            "the hub to answer /healthz",
+            || {
+                let c = client.clone();
+                async move { c.get::<Value>("/version").await.ok() }
+            },
+        )
+        .await;
+        hub
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.api_url, None).expect("client")
+    }
+
+    /// Starts an agent for node `name` against this hub.
+    pub fn agent(&self, name: &str, extra: &[&str]) -> Agent {
+        Agent::start(&self.mqtt_url, name, self.dir.path(), extra)
+    }
+
+    /// Runs the `spoke` CLI against this hub.
+    pub fn spoke(&self, args: &[&str]) -> Output {
+        spoke_cmd(&self.api_url, args)
+    }
+
+    /// Waits until node `name` is Ready.
+    pub async fn wait_node_ready(&self, name: &str) {
+        let client = self.client();
+        let path = format!("/api/v1/nodes/{name}");
+        eventually(
+            Duration::from_secs(60),
+            &format!("node {name} to be Ready"),
+            || {
+                let (c, p) = (client.clone(), path.clone());
+                async move {
+                    let node: Value = c.get(&p).await.ok()?;
+                    let ready = node["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                    ready.then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until `check` holds for the pod, and returns it.
+    pub async fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let client = self.client();
+        let path = format!("/api/v1/namespaces/default/pods/{name}");
+        let limit = Duration::from_secs(90);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pod: Option<Value> = client.get(&path).await.ok();
+            if let Some(p) = &pod
+                && check(p)
+            {
+                return p.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for pod {name}: {what}\nlast seen: {}\n--- hub log ---\n{}",
+                    pod.map(|p| p.to_string())
+                        .unwrap_or_else(|| "<none>".into()),
+                    tail(&self.proc.output(), 40),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Pushes the module at `path` as `reference` through the CLI.
+    pub fn push(&self, path: &Path, reference: &str) {
+        let out = self.spoke(&["push", path.to_str().expect("utf-8 path"), reference]);
+        assert!(
+            out.status.success(),
+            "spoke push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Applies a manifest given as text through the CLI (`apply -f -`).
+    pub fn apply(&self, manifest: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(bin("spoke"))
+            .args(["--server", &self.api_url, "apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn spoke");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("write manifest");
+        child.wait_with_output().expect("spoke apply")
+    }
+}
+
+/// The last `n` lines of a text.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs the `spoke` CLI with `--server`.
+pub fn spoke_cmd(server: &str, args: &[&str]) -> Output {
+    Command::new(bin("spoke"))
+        .args(["--server", server])
+        .args(args)
+        .env_remove("SPOKE_CONFIG")
+        .output()
+        .expect("run spoke")
+}
+
+/// A running agent.
+pub struct Agent {
+    pub proc: Proc,
+    pub data_dir: PathBuf,
+}
+
+impl Agent {
+    pub fn start(mqtt_url: &str, name: &str, base: &Path, extra: &[&str]) -> Agent {
+        let data_dir = base.join(format!("agent-{name}"));
+        let mut cmd = Command::new(bin("spoke-agent"));
+        cmd.args(["--hub", mqtt_url, "--name", name])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let log = base.join(format!("agent-{name}.log"));
+        Agent {
+            proc: Proc::spawn(cmd, log),
+            data_dir,
+        }
+    }
+}
+
+/// A pod manifest running `image` with `env` pairs and a restart policy.
+pub fn pod_manifest(name: &str, image: &str, restart: &str, env: &[(&str, &str)]) -> String {
+    let env: String = env
+        .iter()
+        .map(|(k, v)| format!("        - name: {k}\n          value: \"{v}\"\n"))
+        .collect();
+    let env = if env.is_empty() {
+        String::new()
+    } else {
+        format!("      env:\n{env}")
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {restart}\n  containers:\n    - name: main\n      image: {image}\n{env}"
+    )
+}
+
+/// The first container's status of a pod, if reported.
+pub fn container(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}

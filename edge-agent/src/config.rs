@@ -1,0 +1,275 @@
+//! The agent's configuration: one clap struct for flags and the YAML config file alike.
+//!
+//! The config file's keys mirror the flags (`data-dir: /var/lib/spoke-agent`).
+//! It is turned into flags placed before the real command line and everything
+//! is parsed once, so flags on the command line win.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::pods::lifecycle::Backoff;
+use crate::sync::Connection;
+
+/// Runs this board's Wasm pods for a Spoke hub, and keeps them running when
+/// the hub is unreachable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "spoke-agent", version, args_override_self = true)]
+pub struct Config {
+    /// The hub's MQTT broker, as mqtt://HOST[:PORT] (port 1883 by default).
+    #[arg(long, value_name = "URL")]
+    pub hub: String,
+
+    /// This node's name: a DNS-1123 subdomain (lower-case letters, digits,
+    /// '-' and '.'), unique in the fleet. Also the MQTT client id
+    /// (`spoke-agent-NAME`) and the topic prefix `spoke/v1/nodes/NAME/`.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// Where the agent keeps its state, modules, compiled code and pod logs.
+    /// Default: $HOME/.spoke/agent, or /var/lib/spoke-agent without HOME.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// A YAML file whose keys are these options' long names
+    /// (e.g. `hub: mqtt://10.0.0.1:1883`). Flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How many pods this node reports it can run (its `pods` capacity).
+    #[arg(long, value_name = "N", default_value_t = 110)]
+    pub max_pods: u32,
+
+    /// User name for the broker, when it requires one.
+    #[arg(long, value_name = "USER", requires = "mqtt_password")]
+    pub mqtt_username: Option<String>,
+
+    /// Password for the broker. Prefer the config file or the environment
+    /// variable over the command line, where other users can see it.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "SPOKE_AGENT_MQTT_PASSWORD",
+        hide_env_values = true,
+        requires = "mqtt_username"
+    )]
+    pub mqtt_password: Option<String>,
+
+    /// First delay before restarting a crashed container or retrying a failed
+    /// pull (e.g. 10s, 500ms); it doubles after each failure.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub restart_backoff_initial: Duration,
+
+    /// Longest restart/pull back-off (e.g. 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub restart_backoff_max: Duration,
+}
+
+/// Why the configuration was refused. Each message names the option.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Flags could not be parsed (or `--help`/`--version` was asked for).
+    #[error("{0}")]
+    Args(#[from] clap::Error),
+    #[error("--config {path}: {message}")]
+    File { path: String, message: String },
+    #[error("--{option}: {message}")]
+    Invalid {
+        option: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses the process arguments (with `argv[0]`) and the config file they
+    /// name, then validates.
+    pub fn load<I, T>(args: I) -> Result<Config, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut merged = Vec::with_capacity(args.len() + 8);
+        merged.extend(args.first().cloned());
+        if let Some(path) = config_path(&args) {
+            merged.extend(file_flags(&path)?.into_iter().map(OsString::from));
+        }
+        merged.extend(args.iter().skip(1).cloned());
+        let config = Config::try_parse_from(merged)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        spoke_api::validation::dns1123_subdomain(&self.name).map_err(|message| Error::Invalid {
+            option: "name",
+            message,
+        })?;
+        self.connection()?;
+        if self.restart_backoff_initial.is_zero() {
+            return Err(Error::Invalid {
+                option: "restart-backoff-initial",
+                message: "must be more than zero".into(),
+            });
+        }
+        if self.restart_backoff_max < self.restart_backoff_initial {
+            return Err(Error::Invalid {
+                option: "restart-backoff-max",
+                message: "must not be less than --restart-backoff-initial".into(),
+            });
+        }
+        if self.max_pods == 0 {
+            return Err(Error::Invalid {
+                option: "max-pods",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The broker to connect to, with credentials.
+    pub fn connection(&self) -> Result<Connection, Error> {
+        let mut c = Connection::parse_url(&self.hub).map_err(|e| Error::Invalid {
+            option: "hub",
+            message: e.to_string(),
+        })?;
+        c.username = self.mqtt_username.clone();
+        c.password = self.mqtt_password.clone();
+        Ok(c)
+    }
+
+    /// The data dir, with its default.
+    pub fn data_dir(&self) -> PathBuf {
+        match (&self.data_dir, std::env::var_os("HOME")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".spoke/agent"),
+            (None, _) => PathBuf::from("/var/lib/spoke-agent"),
+        }
+    }
+
+    /// Restart and pull back-off.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.restart_backoff_initial,
+            max: self.restart_backoff_max,
+        }
+    }
+}
+
+/// The value of `--config` on the command line, found before clap runs.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--" {
+            return None;
+        }
+        if s == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = s.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
+}
+
+fn file_flags(path: &std::path::Path) -> Result<Vec<String>, Error> {
+    let err = |message: String| Error::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    if doc
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| k == "config"))
+    {
+        return Err(err("a config file cannot name another config file".into()));
+    }
+    spoke_api::config::file_to_flags(&doc).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, Error> {
+        Config::load(std::iter::once("spoke-agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let c = load(&["--hub", "mqtt://127.0.0.1:1883", "--name", "pi-1"]).unwrap();
+        assert_eq!(c.name, "pi-1");
+        assert_eq!(c.max_pods, 110);
+        assert_eq!(c.backoff(), Backoff::default());
+        assert_eq!(c.connection().unwrap().port, 1883);
+    }
+
+    #[test]
+    fn the_config_file_supplies_flags_and_the_command_line_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.yaml");
+        std::fs::write(
+            &file,
+            "hub: mqtt://10.0.0.1:1883\nname: from-file\nmax_pods: 7\nrestart-backoff-initial: 1s\n",
+        )
+        .unwrap();
+        let c = load(&["--config", file.to_str().unwrap(), "--name", "pi-2"]).unwrap();
+        assert_eq!(c.name, "pi-2");
+        assert_eq!(c.hub, "mqtt://10.0.0.1:1883");
+        assert_eq!(c.max_pods, 7);
+        assert_eq!(c.restart_backoff_initial, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_option() {
+        let cases: [(&[&str], &str); 5] = [
+            (&["--hub", "mqtt://h", "--name", "Pi_1"], "--name"),
+            (&["--hub", "http://h", "--name", "pi"], "--hub"),
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--restart-backoff-initial",
+                    "soon",
+                ],
+                "--restart-backoff-initial",
+            ),
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--restart-backoff-max",
+                    "1s",
+                ],
+                "--restart-backoff-max",
+            ),
+            (
+                &["--hub", "mqtt://h", "--name", "pi", "--mqtt-username", "u"],
+                "--mqtt-password",
+            ),
+        ];
+        for (args, option) in cases {
+            let e = load(args).unwrap_err().to_string();
+            assert!(e.contains(option), "{args:?}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, "[1, 2]").unwrap();
+        let e = load(&["--config", file.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--config"), "{e}");
+    }
+}

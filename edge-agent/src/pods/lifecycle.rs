@@ -1,0 +1,487 @@
+//! The pure lifecycle of one container: (state, observation) → (next state, effect).
+//!
+//! No IO and no clock here: the supervisor observes the world (an image was
+//! pulled, the instance exited, a back-off elapsed), feeds the observation in
+//! with the current time, and carries out the single effect that comes back.
+//! That keeps restart policy and back-off testable table-style without wasmtime.
+
+use std::time::{Duration, SystemTime};
+
+/// How long a container must run before its back-off resets (Kubernetes: 10 min).
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// `spec.restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    /// Reads the spec field; Kubernetes' default is `Always`. The hub validates
+    /// the value, so anything unknown falls back to the default.
+    pub fn from_spec(policy: Option<&str>) -> RestartPolicy {
+        match policy {
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            Some("Never") => RestartPolicy::Never,
+            _ => RestartPolicy::Always,
+        }
+    }
+
+    fn restarts_after(self, exit_code: i32) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => exit_code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+/// Exponential back-off bounds (Kubernetes: 10 s doubling to 5 min).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Why a container is waiting, with Kubernetes' reason strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    ContainerCreating,
+    ErrImagePull,
+    ImagePullBackOff,
+    InvalidImage,
+    CrashLoopBackOff,
+}
+
+impl WaitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::ContainerCreating => "ContainerCreating",
+            WaitReason::ErrImagePull => "ErrImagePull",
+            WaitReason::ImagePullBackOff => "ImagePullBackOff",
+            WaitReason::InvalidImage => "InvalidImage",
+            WaitReason::CrashLoopBackOff => "CrashLoopBackOff",
+        }
+    }
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    pub exit_code: i32,
+    /// `Completed`, `Error` or `OOMKilled`.
+    pub reason: &'static str,
+    pub message: Option<String>,
+    pub started_at: SystemTime,
+    pub finished_at: SystemTime,
+}
+
+/// The state of a container as Kubernetes shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Waiting {
+        reason: WaitReason,
+        message: Option<String>,
+    },
+    Running {
+        started_at: SystemTime,
+    },
+    Terminated(Termination),
+}
+
+/// Everything the supervisor learns about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The module is on disk and compiled.
+    ImageReady { digest: String },
+    /// Fetching the module failed (hub unreachable, unknown reference, bad digest).
+    PullFailed { message: String },
+    /// The bytes are not a Wasm program this agent can run.
+    InvalidImage { message: String },
+    /// An instance was started.
+    Started { at: SystemTime },
+    /// The instance ended.
+    Exited(Termination),
+    /// The back-off asked for by [`Effect::Sleep`] is over.
+    BackoffElapsed,
+}
+
+/// The one thing the supervisor must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Fetch and compile the image, then observe `ImageReady`, `PullFailed` or `InvalidImage`.
+    Pull,
+    /// Start an instance (observe `Started`, later `Exited`).
+    Run,
+    /// Wait, then observe `BackoffElapsed`.
+    Sleep(Duration),
+    /// Nothing more to do until the pod changes.
+    Idle,
+}
+
+/// One container's lifecycle record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub state: State,
+    pub last_state: Option<Termination>,
+    pub restart_count: i32,
+    /// `sha256:...` of the module, once known.
+    pub image_id: Option<String>,
+    /// True once an instance has been started: the pod is then past `Pending`.
+    pub ever_started: bool,
+    /// True when the container ended and the restart policy keeps it down.
+    pub finished: bool,
+    /// The delay of the next back-off.
+    next_backoff: Duration,
+    /// Whether the running back-off follows a failed pull (retry the pull)
+    /// or an exit (run again).
+    retry: Effect,
+    pull_failures: u32,
+}
+
+impl Container {
+    /// A container that is about to be created: the first effect is a pull.
+    pub fn new(backoff: &Backoff) -> (Container, Effect) {
+        let c = Container {
+            state: State::Waiting {
+                reason: WaitReason::ContainerCreating,
+                message: None,
+            },
+            last_state: None,
+            restart_count: 0,
+            image_id: None,
+            ever_started: false,
+            finished: false,
+            next_backoff: backoff.initial,
+            retry: Effect::Pull,
+            pull_failures: 0,
+        };
+        (c, Effect::Pull)
+    }
+
+    /// Takes the current back-off delay and doubles the next one, up to the max.
+    fn take_backoff(&mut self, backoff: &Backoff) -> Duration {
+        let d = self.next_backoff;
+        self.next_backoff = (d * 2).min(backoff.max);
+        d
+    }
+
+    /// Applies one observation.
+    pub fn step(
+        mut self,
+        obs: Observation,
+        policy: RestartPolicy,
+        backoff: &Backoff,
+    ) -> (Container, Effect) {
+        match obs {
+            Observation::ImageReady { digest } => {
+                self.image_id = Some(digest);
+                self.pull_failures = 0;
+                self.state = State::Waiting {
+                    reason: WaitReason::ContainerCreating,
+                    message: None,
+                };
+                // A pull's back-off must not carry over into crash back-off.
+                self.next_backoff = backoff.initial;
+                (self, Effect::Run)
+            }
+            Observation::PullFailed { message } => {
+                self.pull_failures += 1;
+                // Kubernetes shows ErrImagePull for a fresh failure and
+                // ImagePullBackOff once it is retrying with back-off.
+                let reason = if self.pull_failures == 1 {
+                    WaitReason::ErrImagePull
+                } else {
+                    WaitReason::ImagePullBackOff
+                };
+                self.state = State::Waiting {
+                    reason,
+                    message: Some(message),
+                };
+                self.retry = Effect::Pull;
+                let d = self.take_backoff(backoff);
+                (self, Effect::Sleep(d))
+            }
+            Observation::InvalidImage { message } => {
+                // The same digest will not compile next time either: wait for
+                // a new spec instead of looping.
+                self.state = State::Waiting {
+                    reason: WaitReason::InvalidImage,
+                    message: Some(message),
+                };
+                (self, Effect::Idle)
+            }
+            Observation::Started { at } => {
+                self.ever_started = true;
+                self.state = State::Running { started_at: at };
+                // The instance runs until it exits; nothing else to do.
+                (self, Effect::Idle)
+            }
+            Observation::Exited(t) => {
+                let ran = t
+                    .finished_at
+                    .duration_since(t.started_at)
+                    .unwrap_or_default();
+                if ran >= BACKOFF_RESET_AFTER {
+                    self.next_backoff = backoff.initial;
+                }
+                if policy.restarts_after(t.exit_code) {
+                    self.restart_count += 1;
+                    self.last_state = Some(t.clone());
+                    self.state = State::Waiting {
+                        reason: WaitReason::CrashLoopBackOff,
+                        message: Some(format!(
+                            "back-off restarting the container (last exit code {}, {})",
+                            t.exit_code, t.reason
+                        )),
+                    };
+                    self.retry = Effect::Run;
+                    let d = self.take_backoff(backoff);
+                    (self, Effect::Sleep(d))
+                } else {
+                    self.finished = true;
+                    self.state = State::Terminated(t);
+                    (self, Effect::Idle)
+                }
+            }
+            Observation::BackoffElapsed => {
+                let next = self.retry.clone();
+                if next == Effect::Run {
+                    self.state = State::Waiting {
+                        reason: WaitReason::ContainerCreating,
+                        message: None,
+                    };
+                }
+                // During a pull retry the ErrImagePull/ImagePullBackOff state
+                // stays visible until the pull resolves.
+                (self, next)
+            }
+        }
+    }
+
+    /// Ready = running now.
+    pub fn ready(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+}
+
+/// The pod phase from its containers' records.
+///
+/// Succeeded when every container ended with 0 and will not restart; Failed
+/// when all ended, at least one non-zero, and none will restart; Running once
+/// any container has started (including while it restarts); else Pending.
+pub fn pod_phase(containers: &[Container]) -> &'static str {
+    if !containers.is_empty() && containers.iter().all(|c| c.finished) {
+        let all_ok = containers
+            .iter()
+            .all(|c| matches!(&c.state, State::Terminated(t) if t.exit_code == 0));
+        return if all_ok { "Succeeded" } else { "Failed" };
+    }
+    if containers.iter().any(|c| c.ever_started) {
+        "Running"
+    } else {
+        "Pending"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn exit(code: i32, ran: Duration) -> Observation {
+        Observation::Exited(Termination {
+            exit_code: code,
+            reason: if code == 0 { "Completed" } else { "Error" },
+            message: None,
+            started_at: t0(),
+            finished_at: t0() + ran,
+        })
+    }
+
+    fn started_container(backoff: &Backoff) -> Container {
+        let (c, _) = Container::new(backoff);
+        let (c, e) = c.step(
+            Observation::ImageReady {
+                digest: "sha256:x".into(),
+            },
+            RestartPolicy::Always,
+            backoff,
+        );
+        assert_eq!(e, Effect::Run);
+        let (c, _) = c.step(
+            Observation::Started { at: t0() },
+            RestartPolicy::Always,
+            backoff,
+        );
+        c
+    }
+
+    #[test]
+    fn restart_policy_decides_whether_an_exit_restarts() {
+        let b = Backoff::default();
+        // (policy, exit code, restarts?)
+        let table = [
+            (RestartPolicy::Always, 0, true),
+            (RestartPolicy::Always, 1, true),
+            (RestartPolicy::OnFailure, 0, false),
+            (RestartPolicy::OnFailure, 3, true),
+            (RestartPolicy::Never, 0, false),
+            (RestartPolicy::Never, 1, false),
+        ];
+        for (policy, code, restarts) in table {
+            let (c, e) = started_container(&b).step(exit(code, S), policy, &b);
+            assert_eq!(
+                matches!(e, Effect::Sleep(_)),
+                restarts,
+                "{policy:?} exit {code}"
+            );
+            assert_eq!(c.finished, !restarts, "{policy:?} exit {code}");
+            if restarts {
+                assert_eq!(c.restart_count, 1);
+                assert!(matches!(
+                    c.state,
+                    State::Waiting {
+                        reason: WaitReason::CrashLoopBackOff,
+                        ..
+                    }
+                ));
+                assert_eq!(c.last_state.as_ref().map(|t| t.exit_code), Some(code));
+            } else {
+                assert!(matches!(c.state, State::Terminated(ref t) if t.exit_code == code));
+            }
+        }
+    }
+
+    #[test]
+    fn crash_backoff_doubles_up_to_the_max_and_resets_after_ten_minutes() {
+        let b = Backoff::default();
+        let mut c = started_container(&b);
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            let (next, e) = c.step(exit(1, S), RestartPolicy::Always, &b);
+            let Effect::Sleep(d) = e else {
+                panic!("expected a back-off, got {e:?}")
+            };
+            delays.push(d.as_secs());
+            let (next, e) = next.step(Observation::BackoffElapsed, RestartPolicy::Always, &b);
+            assert_eq!(e, Effect::Run);
+            let (next, _) = next.step(Observation::Started { at: t0() }, RestartPolicy::Always, &b);
+            c = next;
+        }
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        // A long good run resets the back-off.
+        let (_, e) = c.step(exit(1, BACKOFF_RESET_AFTER), RestartPolicy::Always, &b);
+        assert_eq!(e, Effect::Sleep(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn pull_failures_show_err_image_pull_then_image_pull_backoff_and_retry_the_pull() {
+        let b = Backoff {
+            initial: S,
+            max: 4 * S,
+        };
+        let (c, e) = Container::new(&b);
+        assert_eq!(e, Effect::Pull);
+        let fail = || Observation::PullFailed {
+            message: "hub unreachable".into(),
+        };
+        let (c, e) = c.step(fail(), RestartPolicy::Never, &b);
+        assert_eq!(e, Effect::Sleep(S));
+        assert!(matches!(
+            c.state,
+            State::Waiting {
+                reason: WaitReason::ErrImagePull,
+                ..
+            }
+        ));
+        let (c, e) = c.step(Observation::BackoffElapsed, RestartPolicy::Never, &b);
+        assert_eq!(
+            e,
+            Effect::Pull,
+            "a pull is retried even with restartPolicy Never"
+        );
+        let (c, e) = c.step(fail(), RestartPolicy::Never, &b);
+        assert_eq!(e, Effect::Sleep(2 * S));
+        assert!(matches!(
+            c.state,
+            State::Waiting {
+                reason: WaitReason::ImagePullBackOff,
+                ..
+            }
+        ));
+        assert_eq!(pod_phase(std::slice::from_ref(&c)), "Pending");
+        // Once pulled, the crash back-off starts from the initial delay.
+        let (c, e) = c.step(
+            Observation::ImageReady {
+                digest: "sha256:x".into(),
+            },
+            RestartPolicy::Always,
+            &b,
+        );
+        assert_eq!(e, Effect::Run);
+        let (c, _) = c.step(Observation::Started { at: t0() }, RestartPolicy::Always, &b);
+        let (_, e) = c.step(exit(1, S), RestartPolicy::Always, &b);
+        assert_eq!(e, Effect::Sleep(S));
+    }
+
+    #[test]
+    fn invalid_images_wait_without_looping() {
+        let b = Backoff::default();
+        let (c, _) = Container::new(&b);
+        let (c, e) = c.step(
+            Observation::InvalidImage {
+                message: "bad magic".into(),
+            },
+            RestartPolicy::Always,
+            &b,
+        );
+        assert_eq!(e, Effect::Idle);
+        assert!(matches!(
+            c.state,
+            State::Waiting {
+                reason: WaitReason::InvalidImage,
+                message: Some(ref m)
+            } if m == "bad magic"
+        ));
+    }
+
+    #[test]
+    fn pod_phase_follows_kubernetes() {
+        let b = Backoff::default();
+        let (pending, _) = Container::new(&b);
+        let running = started_container(&b);
+        let (succeeded, _) = started_container(&b).step(exit(0, S), RestartPolicy::Never, &b);
+        let (failed, _) = started_container(&b).step(exit(2, S), RestartPolicy::Never, &b);
+        let (restarting, _) = started_container(&b).step(exit(2, S), RestartPolicy::Always, &b);
+        let table: [(Vec<&Container>, &str); 7] = [
+            (vec![&pending], "Pending"),
+            (vec![&running], "Running"),
+            (vec![&restarting], "Running"),
+            (vec![&succeeded], "Succeeded"),
+            (vec![&failed], "Failed"),
+            (vec![&succeeded, &failed], "Failed"),
+            (vec![&succeeded, &running], "Running"),
+        ];
+        for (containers, phase) in table {
+            let containers: Vec<Container> = containers.into_iter().cloned().collect();
+            assert_eq!(pod_phase(&containers), phase, "{containers:?}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Per-pod log files: what guests write to stdout/stderr, bounded and kept across agent restarts.
+//!
+//! Each line is stored as `<RFC 3339 time> <stream> <text>` in
+//! `DATA/logs/<namespace>_<name>.log`. At [`ROTATE_BYTES`] the file becomes
+//! `.log.1` (replacing the older one), so a pod never holds more than about
+//! twice that on disk.
+//!
+//! Writes go through an 8 KiB buffer that is flushed at most once a second
+//! (by the supervisor's flusher), when a pod stops, and before a read: SD
+//! cards wear out, and a chatty guest printing one line at a time must not
+//! turn into one flash write per line. A crash of the agent can lose up to a
+//! second of log lines; that is the trade.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+/// Size at which a log file is rotated.
+pub const ROTATE_BYTES: u64 = 1024 * 1024;
+
+/// A partial line longer than this is written out as a line of its own, so
+/// that a guest printing without newlines cannot grow memory without end.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// The log of one pod. Cheap to share; all methods take `&self`.
+#[derive(Debug)]
+pub struct PodLog {
+    path: PathBuf,
+    inner: Mutex<Writer>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    file: Option<BufWriter<File>>,
+    size: u64,
+    dirty: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the log usable: it is only bytes.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PodLog {
+    /// Opens (appending) the log of pod `namespace/name` under `dir`.
+    pub fn open(dir: &Path, namespace: &str, name: &str) -> io::Result<Arc<PodLog>> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{namespace}_{name}.log"));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Arc::new(PodLog {
+            path,
+            inner: Mutex::new(Writer {
+                file: Some(BufWriter::new(file)),
+                size,
+                dirty: false,
+            }),
+        }))
+    }
+
+    /// Where the current file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rotated_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".1");
+        PathBuf::from(p)
+    }
+
+    /// Appends one complete line (without its newline) from `stream`.
+    pub fn line(&self, stream: &str, text: &[u8]) {
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        let text = String::from_utf8_lossy(text);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        let record = format!("{stamp} {stream} {text}\n");
+        let mut w = lock(&self.inner);
+        if let Err(e) = self.append(&mut w, record.as_bytes()) {
+            // The guest must not fail because the card is full: drop the line.
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write pod log");
+        }
+    }
+
+    fn append(&self, w: &mut Writer, record: &[u8]) -> io::Result<()> {
+        if w.size + record.len() as u64 > ROTATE_BYTES && w.size > 0 {
+            if let Some(mut f) = w.file.take() {
+                f.flush()?;
+            }
+            fs::rename(&self.path, self.rotated_path())?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            w.file = Some(BufWriter::new(file));
+            w.size = 0;
+        }
+        let file = match &mut w.file {
+            Some(f) => f,
+            None => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                w.file.insert(BufWriter::new(file))
+            }
+        };
+        file.write_all(record)?;
+        w.size += record.len() as u64;
+        w.dirty = true;
+        Ok(())
+    }
+
+    /// Writes buffered lines to the file.
+    pub fn flush(&self) {
+        let mut w = lock(&self.inner);
+        if !w.dirty {
+            return;
+        }
+        if let Some(f) = &mut w.file
+            && let Err(e) = f.flush()
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot flush pod log");
+        }
+        w.dirty = false;
+    }
+
+    /// The last `n` lines as stored (`<time> <stream> <text>`), oldest first,
+    /// across the rotated file and the current one.
+    pub fn tail(&self, n: usize) -> io::Result<Vec<String>> {
+        self.flush();
+        let mut text = String::new();
+        for path in [self.rotated_path(), self.path.clone()] {
+            match File::open(&path) {
+                Ok(mut f) => {
+                    let mut bytes = Vec::new();
+                    f.read_to_end(&mut bytes)?;
+                    text.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        Ok(lines[from..].iter().map(|l| l.to_string()).collect())
+    }
+
+    /// Deletes the files (the pod is gone).
+    pub fn remove(&self) {
+        let mut w = lock(&self.inner);
+        w.file = None;
+        w.dirty = false;
+        for p in [self.path.clone(), self.rotated_path()] {
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    /// A writer for one stream (`stdout` or `stderr`) of one instance.
+    pub fn stream(self: &Arc<Self>, stream: &'static str) -> LogStream {
+        LogStream {
+            log: self.clone(),
+            stream,
+            partial: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+/// The text of a stored line without its time and stream prefix.
+pub fn message_of(line: &str) -> &str {
+    line.splitn(3, ' ').nth(2).unwrap_or("")
+}
+
+/// One output stream of a guest, cut into lines for the [`PodLog`].
+///
+/// Clones share the partial line, as WASI asks of every handle to the same
+/// stream.
+#[derive(Debug, Clone)]
+pub struct LogStream {
+    log: Arc<PodLog>,
+    stream: &'static str,
+    partial: Arc<Mutex<Vec<u8>>>,
+}
+
+impl LogStream {
+    fn write_bytes(&self, mut buf: &[u8]) {
+        let mut partial = lock(&self.partial);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            partial.extend_from_slice(&buf[..nl]);
+            self.log.line(self.stream, &partial);
+            partial.clear();
+            buf = &buf[nl + 1..];
+        }
+        partial.extend_from_slice(buf);
+        if partial.len() > MAX_LINE_BYTES {
+            self.log.line(self.stream, &partial);
+            partial.clear();
+        }
+    }
+
+    /// Writes out a last line that had no newline (the instance ended).
+    pub fn finish(&self) {
+        let mut partial = lock(&self.partial);
+        if !partial.is_empty() {
+            self.log.line(self.stream, &partial);
+            partial.clear();
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LogStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Writing to the buffered log never waits on the card for long; doing
+        // it inline keeps the guest's output ordered.
+        self.write_bytes(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_stamped_with_time_and_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        let out = log.stream("stdout");
+        out.write_bytes(b"hel");
+        out.write_bytes(b"lo\nwor");
+        out.finish();
+        let lines = log.tail(10).unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with(" stdout hello"), "{}", lines[0]);
+        assert_eq!(message_of(&lines[1]), "wor");
+        let stamp = lines[0].split(' ').next().unwrap();
+        assert!(humantime::parse_rfc3339(stamp).is_ok(), "{stamp}");
+    }
+
+    #[test]
+    fn tail_returns_the_last_lines_after_rotation_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        let filler = "x".repeat(1000);
+        let total = 3000; // ~3 MiB: rotates at least twice
+        for i in 0..total {
+            log.line("stdout", format!("{i} {filler}").as_bytes());
+        }
+        log.flush();
+        let current = fs::metadata(log.path()).unwrap().len();
+        assert!(current <= ROTATE_BYTES, "current file is {current} bytes");
+        assert!(log.rotated_path().exists());
+        drop(log);
+
+        // A new agent process reopens the same file.
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        let lines = log.tail(5).unwrap();
+        let numbers: Vec<&str> = lines
+            .iter()
+            .map(|l| message_of(l).split(' ').next().unwrap())
+            .collect();
+        assert_eq!(numbers, ["2995", "2996", "2997", "2998", "2999"]);
+        // More lines than kept: everything in both files, in order.
+        let all = log.tail(usize::MAX).unwrap();
+        assert!(all.len() < total && all.len() > 1000, "{}", all.len());
+        assert_eq!(
+            message_of(all.last().unwrap()).split(' ').next(),
+            Some("2999")
+        );
+    }
+
+    #[test]
+    fn removing_a_log_deletes_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        log.line("stderr", b"bye");
+        log.flush();
+        log.remove();
+        assert!(!log.path().exists());
+    }
+}

@@ -1,0 +1,539 @@
+//! The pod supervisor: one tokio task per pod instance around the pure lifecycle.
+//!
+//! [`Supervisor::reconcile`] is level-triggered: given the complete desired
+//! set, it starts pods that are new or whose uid/generation changed (after
+//! stopping the old instance), and stops pods that are no longer listed or are
+//! being deleted. Stopping aborts the pod's task and waits for it: dropping
+//! the Wasm future at an epoch yield ends the instance, and epoch yields
+//! guarantee even a spinning guest reaches one within a tick.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use spoke_api::core::Container as SpecContainer;
+use spoke_api::module::ImageRef;
+use spoke_api::protocol::{DesiredPod, MAX_MESSAGE_BYTES, PodReport};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::lifecycle::{Backoff, Container, Effect, Observation, RestartPolicy, Termination};
+use super::logs::{PodLog, message_of};
+use super::status::pod_status;
+use crate::modules::{self, Fetcher, hex_of};
+use crate::runtime::{self, Outcome, RunSpec, Runtime};
+use crate::state::State;
+
+/// How often buffered log lines are written out (see `pods::logs`).
+const LOG_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Most log text returned for one request: the answer must fit in one MQTT message.
+const MAX_LOG_REPLY_BYTES: usize = MAX_MESSAGE_BYTES - 16 * 1024;
+
+/// What the supervisor needs to run pods.
+pub struct Settings {
+    pub backoff: Backoff,
+    pub logs_dir: PathBuf,
+}
+
+/// A status change for the sync layer to report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The pod's current status.
+    Updated(PodReport),
+    /// A deleted pod has stopped.
+    Gone(PodReport),
+}
+
+/// Why a container's image could not be prepared.
+enum PrepareError {
+    Pull(String),
+    Invalid(String),
+}
+
+struct Shared {
+    runtime: Arc<Runtime>,
+    fetcher: Arc<Fetcher>,
+    state: Arc<State>,
+    settings: Settings,
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+/// The running state of one pod, shared by its container tasks.
+struct Record {
+    containers: Vec<Container>,
+    start_time: SystemTime,
+    report: PodReport,
+}
+
+struct Pod {
+    desired: DesiredPod,
+    record: Arc<Mutex<Record>>,
+    log: Arc<PodLog>,
+    task: JoinHandle<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the pods of this node.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    pods: tokio::sync::Mutex<BTreeMap<String, Pod>>,
+}
+
+impl Supervisor {
+    /// A supervisor reporting status changes on the returned channel.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        fetcher: Arc<Fetcher>,
+        state: Arc<State>,
+        settings: Settings,
+    ) -> (Arc<Supervisor>, mpsc::UnboundedReceiver<Change>) {
+        let (changes, rx) = mpsc::unbounded_channel();
+        let supervisor = Arc::new(Supervisor {
+            shared: Arc::new(Shared {
+                runtime,
+                fetcher,
+                state,
+                settings,
+                changes,
+            }),
+            pods: tokio::sync::Mutex::new(BTreeMap::new()),
+        });
+        let weak = Arc::downgrade(&supervisor);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { break };
+                let logs: Vec<Arc<PodLog>> = s
+                    .pods
+                    .lock()
+                    .await
+                    .values()
+                    .map(|p| p.log.clone())
+                    .collect();
+                drop(s);
+                for log in logs {
+                    log.flush();
+                }
+            }
+        });
+        (supervisor, rx)
+    }
+
+    /// Moves the running pods to `desired`, the complete set for this node.
+    pub async fn reconcile(&self, desired: Vec<DesiredPod>) {
+        let wanted: BTreeMap<String, DesiredPod> =
+            desired.into_iter().map(|p| (p.key(), p)).collect();
+        let mut pods = self.pods.lock().await;
+
+        let keys: Vec<String> = pods.keys().cloned().collect();
+        for key in keys {
+            let keep = match wanted.get(&key) {
+                None => false,
+                Some(d) if d.deleting => false,
+                Some(d) => {
+                    let current = pods
+                        .get(&key)
+                        .map(|p| (&p.desired.uid, p.desired.generation));
+                    current == Some((&d.uid, d.generation))
+                }
+            };
+            if keep {
+                continue;
+            }
+            if let Some(pod) = pods.remove(&key) {
+                let last = lock(&pod.record).report.clone();
+                stop(&key, pod).await;
+                if wanted.get(&key).is_some_and(|d| d.deleting) {
+                    // Its log goes with it, as in Kubernetes.
+                    if let Ok(log) =
+                        PodLog::open(&self.shared.settings.logs_dir, &last.namespace, &last.name)
+                    {
+                        log.remove();
+                    }
+                    self.send_gone(last);
+                }
+            }
+        }
+
+        for (key, d) in wanted {
+            if d.deleting {
+                if !pods.contains_key(&key) {
+                    // Already stopped (e.g. before an agent restart): say so again.
+                    self.send_gone(PodReport {
+                        namespace: d.namespace.clone(),
+                        name: d.name.clone(),
+                        uid: d.uid.clone(),
+                        status: Default::default(),
+                        gone: true,
+                    });
+                }
+                continue;
+            }
+            if pods.contains_key(&key) {
+                continue;
+            }
+            match self.start(d) {
+                Ok(pod) => {
+                    pods.insert(key, pod);
+                }
+                Err(e) => tracing::error!(pod = %key, error = %e, "cannot start pod"),
+            }
+        }
+    }
+
+    fn send_gone(&self, mut report: PodReport) {
+        report.gone = true;
+        let _ = self.shared.changes.send(Change::Gone(report));
+    }
+
+    fn start(&self, desired: DesiredPod) -> std::io::Result<Pod> {
+        let log = PodLog::open(
+            &self.shared.settings.logs_dir,
+            &desired.namespace,
+            &desired.name,
+        )?;
+        let now = SystemTime::now();
+        let containers: Vec<Container> = desired
+            .spec
+            .containers
+            .iter()
+            .map(|_| Container::new(&self.shared.settings.backoff).0)
+            .collect();
+        let status = pod_status(&desired.spec, &containers, now, None, now);
+        let report = PodReport {
+            namespace: desired.namespace.clone(),
+            name: desired.name.clone(),
+            uid: desired.uid.clone(),
+            status,
+            gone: false,
+        };
+        let _ = self.shared.changes.send(Change::Updated(report.clone()));
+        let record = Arc::new(Mutex::new(Record {
+            containers,
+            start_time: now,
+            report,
+        }));
+        let ctx = Arc::new(PodCtx {
+            shared: self.shared.clone(),
+            desired: desired.clone(),
+            record: record.clone(),
+            log: log.clone(),
+            policy: RestartPolicy::from_spec(desired.spec.restart_policy.as_deref()),
+        });
+        tracing::info!(pod = %desired.key(), uid = %desired.uid, generation = desired.generation, "starting pod");
+        let task = tokio::spawn(run_pod(ctx));
+        Ok(Pod {
+            desired,
+            record,
+            log,
+            task,
+        })
+    }
+
+    /// The current status of every pod.
+    pub async fn reports(&self) -> Vec<PodReport> {
+        self.pods
+            .lock()
+            .await
+            .values()
+            .map(|p| lock(&p.record).report.clone())
+            .collect()
+    }
+
+    /// How many pods are supervised.
+    pub async fn len(&self) -> usize {
+        self.pods.lock().await.len()
+    }
+
+    /// Whether no pod is supervised.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
+    /// The last `tail` lines (all when `None`) of a pod's log, as text.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        tail: Option<u64>,
+    ) -> Result<String, String> {
+        let key = format!("{namespace}/{name}");
+        let log = self
+            .pods
+            .lock()
+            .await
+            .get(&key)
+            .map(|p| p.log.clone())
+            .ok_or_else(|| format!("pod {key} is not running on this node"))?;
+        let n = tail.map_or(usize::MAX, |t| usize::try_from(t).unwrap_or(usize::MAX));
+        let lines = tokio::task::spawn_blocking(move || log.tail(n))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read the log of {key}: {e}"))?;
+        // Keep the newest lines that fit in one message.
+        let mut size = 0;
+        let mut kept: Vec<&str> = Vec::new();
+        for line in lines.iter().rev() {
+            let text = message_of(line);
+            size += text.len() + 1;
+            if size > MAX_LOG_REPLY_BYTES {
+                break;
+            }
+            kept.push(text);
+        }
+        let mut text = String::with_capacity(size);
+        for line in kept.iter().rev() {
+            text.push_str(line);
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
+    /// Stops every pod and flushes the logs (agent shutdown). The desired set
+    /// stays in the local state, so the pods start again with the agent.
+    pub async fn shutdown(&self) {
+        let mut pods = self.pods.lock().await;
+        for (key, pod) in std::mem::take(&mut *pods) {
+            stop(&key, pod).await;
+        }
+    }
+}
+
+async fn stop(key: &str, pod: Pod) {
+    pod.task.abort();
+    // Waiting for the aborted task means its futures (and Wasm stores) are dropped.
+    let _ = pod.task.await;
+    pod.log.flush();
+    tracing::info!("pod {key} stopped");
+}
+
+struct PodCtx {
+    shared: Arc<Shared>,
+    desired: DesiredPod,
+    record: Arc<Mutex<Record>>,
+    log: Arc<PodLog>,
+    policy: RestartPolicy,
+}
+
+async fn run_pod(ctx: Arc<PodCtx>) {
+    let containers = (0..ctx.desired.spec.containers.len()).map(|i| run_container(ctx.clone(), i));
+    futures_util::future::join_all(containers).await;
+}
+
+impl PodCtx {
+    /// Records container `i`'s new lifecycle state and reports the pod's status.
+    fn update(&self, i: usize, container: &Container) {
+        let report = {
+            let mut record = lock(&self.record);
+            if let Some(slot) = record.containers.get_mut(i) {
+                *slot = container.clone();
+            }
+            let status = pod_status(
+                &self.desired.spec,
+                &record.containers,
+                record.start_time,
+                Some(&record.report.status),
+                SystemTime::now(),
+            );
+            if status == record.report.status {
+                return;
+            }
+            record.report.status = status;
+            record.report.clone()
+        };
+        let _ = self.shared.changes.send(Change::Updated(report));
+    }
+
+    /// Resolves, fetches and compiles a container's image.
+    async fn prepare(
+        &self,
+        spec: &SpecContainer,
+    ) -> Result<(String, Arc<runtime::Loaded>), PrepareError> {
+        let digest = self.resolve(&spec.image).await?;
+        let hex = hex_of(&digest)
+            .ok_or_else(|| PrepareError::Pull(format!("bad digest {digest}")))?
+            .to_string();
+        let path = self.shared.fetcher.store().path(&hex);
+        let runtime = self.shared.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&hex, &path))
+            .await
+            .map_err(|e| PrepareError::Pull(e.to_string()))?;
+        match loaded {
+            Ok(l) => Ok((digest, Arc::new(l))),
+            Err(runtime::Error::Invalid(m)) => Err(PrepareError::Invalid(m)),
+            Err(e) => Err(PrepareError::Pull(e.to_string())),
+        }
+    }
+
+    /// The digest `image` stands for, fetching the module when it is not cached.
+    ///
+    /// Tags other than `latest` are treated like Kubernetes' `IfNotPresent`:
+    /// the digest remembered in the local state wins, so a board restarted
+    /// without the hub still starts its pods. `latest` asks the hub first and
+    /// falls back to the remembered digest.
+    async fn resolve(&self, image: &str) -> Result<String, PrepareError> {
+        let reference = ImageRef::parse(image).map_err(|e| PrepareError::Invalid(e.to_string()))?;
+        let store = self.shared.fetcher.store();
+        let (name, tag) = match &reference {
+            ImageRef::Digest(d) => {
+                if store.contains(d) {
+                    return Ok(d.clone());
+                }
+                return self
+                    .shared
+                    .fetcher
+                    .pull(d)
+                    .await
+                    .map_err(|e| PrepareError::Pull(e.to_string()));
+            }
+            ImageRef::Tag { name, tag } => (name, tag),
+        };
+        let key = format!("{name}:{tag}");
+        let state = self.shared.state.clone();
+        let k = key.clone();
+        let remembered = tokio::task::spawn_blocking(move || state.image_digest(&k))
+            .await
+            .ok()
+            .and_then(|r| {
+                r.map_err(|e| tracing::warn!(error = %e, "cannot read image digests"))
+                    .ok()
+            })
+            .flatten()
+            .filter(|d| store.contains(d));
+        if tag != "latest"
+            && let Some(d) = remembered.clone()
+        {
+            return Ok(d);
+        }
+        match self.shared.fetcher.pull(&key).await {
+            Ok(digest) => {
+                let state = self.shared.state.clone();
+                let d = digest.clone();
+                let saved =
+                    tokio::task::spawn_blocking(move || state.set_image_digest(&key, &d)).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(error = %e, "cannot remember an image digest");
+                }
+                Ok(digest)
+            }
+            Err(e) => match remembered {
+                Some(d) => {
+                    tracing::warn!(image, error = %e, "using the cached module");
+                    Ok(d)
+                }
+                None => Err(PrepareError::Pull(match e {
+                    modules::Error::NotConnected => {
+                        format!("cannot pull {image}: not connected to the hub")
+                    }
+                    e => e.to_string(),
+                })),
+            },
+        }
+    }
+
+    fn run_spec(&self, spec: &SpecContainer) -> RunSpec {
+        let mut argv = if spec.command.is_empty() {
+            vec![spec.name.clone()]
+        } else {
+            spec.command.clone()
+        };
+        argv.extend(spec.args.iter().cloned());
+        RunSpec {
+            argv,
+            env: spec
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect(),
+            memory_limit: spec
+                .resources
+                .limits
+                .get("memory")
+                .and_then(|q| q.to_units().ok()),
+            stdout: self.log.stream("stdout"),
+            stderr: self.log.stream("stderr"),
+        }
+    }
+}
+
+/// Drives one container through its lifecycle until the pod task is aborted.
+async fn run_container(ctx: Arc<PodCtx>, i: usize) {
+    let Some(spec) = ctx.desired.spec.containers.get(i).cloned() else {
+        return;
+    };
+    let backoff = ctx.shared.settings.backoff;
+    let (mut container, mut effect) = Container::new(&backoff);
+    let mut loaded: Option<Arc<runtime::Loaded>> = None;
+    let who = format!("{}/{}", ctx.desired.key(), spec.name);
+    loop {
+        ctx.update(i, &container);
+        let observation = match effect {
+            Effect::Pull => match ctx.prepare(&spec).await {
+                Ok((digest, l)) => {
+                    loaded = Some(l);
+                    Observation::ImageReady { digest }
+                }
+                Err(PrepareError::Pull(message)) => {
+                    tracing::warn!(container = %who, %message, "image pull failed");
+                    Observation::PullFailed { message }
+                }
+                Err(PrepareError::Invalid(message)) => {
+                    tracing::warn!(container = %who, %message, "invalid image");
+                    Observation::InvalidImage { message }
+                }
+            },
+            Effect::Run => {
+                let Some(l) = loaded.clone() else {
+                    // Not reachable through the lifecycle; recover by pulling.
+                    effect = Effect::Pull;
+                    continue;
+                };
+                let started_at = SystemTime::now();
+                (container, _) = container.step(
+                    Observation::Started { at: started_at },
+                    ctx.policy,
+                    &backoff,
+                );
+                ctx.update(i, &container);
+                tracing::debug!(container = %who, "instance started");
+                let outcome = ctx.shared.runtime.run(&l, ctx.run_spec(&spec)).await;
+                let termination = termination(outcome, started_at, SystemTime::now());
+                tracing::info!(container = %who, exit_code = termination.exit_code, reason = termination.reason, "instance ended");
+                Observation::Exited(termination)
+            }
+            Effect::Sleep(d) => {
+                tokio::time::sleep(d).await;
+                Observation::BackoffElapsed
+            }
+            Effect::Idle => std::future::pending().await,
+        };
+        (container, effect) = container.step(observation, ctx.policy, &backoff);
+    }
+}
+
+/// Kubernetes' view of how an instance ended.
+fn termination(outcome: Outcome, started_at: SystemTime, finished_at: SystemTime) -> Termination {
+    let (exit_code, reason, message) = match outcome {
+        Outcome::Exited(0) => (0, "Completed", None),
+        Outcome::Exited(code) => (code, "Error", None),
+        // 128 + SIGKILL, what a container runtime reports for an OOM kill.
+        Outcome::OomKilled(m) => (137, "OOMKilled", Some(m)),
+        Outcome::Trapped(m) => (1, "Error", Some(m)),
+    };
+    Termination {
+        exit_code,
+        reason,
+        message,
+        started_at,
+        finished_at,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,399 @@
+//! The Wasm runtime: one wasmtime `Engine` for the agent, one `Store` per pod instance.
+//!
+//! - Core modules run as WASI preview 1 commands (`_start`); components run
+//!   as WASI preview 2 `wasi:cli/run` commands.
+//! - Compiled code is cached on disk per module digest, because compiling
+//!   costs tens of milliseconds per module on a Pi and instantiating costs
+//!   microseconds.
+//! - A background thread bumps the engine's epoch every [`EPOCH_TICK`]; every
+//!   store yields to tokio at each tick, so a guest spinning in a loop cannot
+//!   starve its neighbours, and dropping its future stops it.
+//! - `resources.limits.memory` is enforced by a [`wasmtime::ResourceLimiter`]:
+//!   growing past it traps, and the outcome is reported as `OOMKilled`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, InstancePre, Module, Precompiled, ResourceLimiter, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::pods::logs::LogStream;
+
+#[cfg(test)]
+mod tests;
+
+/// How often the epoch advances: the longest a guest runs without yielding.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Task polls between two checks of tokio's timers and sockets (tokio's
+/// default is 61). A spinning guest yields at every epoch tick, and each
+/// yield is one task poll: with the default, a board whose workers all run
+/// spinning guests would see timers and MQTT traffic up to ~0.6 s late. The
+/// agent's tokio runtime is built with this value.
+pub const TOKIO_EVENT_INTERVAL: u32 = 4;
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine could not be configured (a wasmtime/host mismatch).
+    #[error("cannot create the Wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// The bytes are not a program this agent can run (compile or link error).
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading the module from the data dir failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How one instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `_start` returned (0) or the guest called `proc_exit(code)`.
+    Exited(i32),
+    /// The guest tried to grow memory past its limit.
+    OomKilled(String),
+    /// A trap or a host error ended the guest.
+    Trapped(String),
+}
+
+/// What an instance is given.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// `argv`, including `argv[0]`.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Bytes of linear memory the guest may use; `None` for no limit.
+    pub memory_limit: Option<u64>,
+    pub stdout: LogStream,
+    pub stderr: LogStream,
+}
+
+/// A compiled program, ready to instantiate many times.
+pub struct Loaded {
+    program: Program,
+    /// True when the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+}
+
+enum Program {
+    Core(InstancePre<CoreState>),
+    Component(CommandPre<ComponentState>),
+}
+
+/// Store data of a core-module instance.
+struct CoreState {
+    wasi: WasiP1Ctx,
+    limits: Limits,
+}
+
+/// Store data of a component instance.
+struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limits: Limits,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The memory limit of one store. Unlike wasmtime's `StoreLimits` it records
+/// that it refused, so that the outcome can say `OOMKilled` rather than a
+/// generic trap.
+struct Limits {
+    memory: Option<usize>,
+    refused: Option<String>,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if let Some(max) = self.memory
+            && desired > max
+        {
+            // Trapping (rather than letting memory.grow return -1) matches
+            // Kubernetes: a container over its memory limit is killed.
+            let message = format!(
+                "memory limit of {max} bytes exceeded: the guest asked for {desired} bytes"
+            );
+            self.refused = Some(message.clone());
+            return Err(wasmtime::Error::msg(message));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The agent's Wasm runtime. Share it behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    core_linker: wasmtime::Linker<CoreState>,
+    component_linker: wasmtime::component::Linker<ComponentState>,
+    compiled_dir: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker. Compiled code is cached
+    /// in `compiled_dir`.
+    pub fn new(compiled_dir: &Path) -> Result<Runtime, Error> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        // Virtual memory is sized explicitly. A 64-bit Pi kernel gives a
+        // process a 39-bit (512 GiB) address space, and wasmtime's defaults
+        // reserve 4 GiB plus 32 MiB of guard per linear memory up front, so a
+        // few dozen pods would exhaust it. A small reservation and guard make
+        // wasmtime emit explicit bounds checks (a little slower) and move a
+        // memory that outgrows its reservation; the extra room for growth
+        // limits how often that copy happens.
+        config.memory_reservation(16 << 20);
+        config.memory_guard_size(64 << 10);
+        config.memory_reservation_for_growth(2 << 20);
+        let engine = Engine::new(&config).map_err(Error::Engine)?;
+
+        let mut core_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |s: &mut CoreState| &mut s.wasi)
+            .map_err(Error::Engine)?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(Error::Engine)?;
+
+        // The ticker holds only a weak handle, so it ends with the engine.
+        let weak = engine.weak();
+        let spawned = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            });
+        if let Err(e) = spawned {
+            return Err(Error::Engine(wasmtime::Error::msg(format!(
+                "cannot start the epoch thread: {e}"
+            ))));
+        }
+
+        Ok(Runtime {
+            engine,
+            core_linker,
+            component_linker,
+            compiled_dir: compiled_dir.to_path_buf(),
+        })
+    }
+
+    /// Where the compiled code of `hex` (a module digest without `sha256:`) is cached.
+    pub fn compiled_path(&self, hex: &str) -> PathBuf {
+        self.compiled_dir.join(format!("{hex}.cwasm"))
+    }
+
+    /// Loads the module `hex` stored at `wasm_path`: from the compiled cache
+    /// when possible, else by compiling it (and caching the result).
+    ///
+    /// This is CPU-heavy: call it from `spawn_blocking`.
+    pub fn load(&self, hex: &str, wasm_path: &Path) -> Result<Loaded, Error> {
+        let cached = self.compiled_path(hex);
+        if cached.exists() {
+            match self.load_compiled(&cached) {
+                Ok(program) => {
+                    return Ok(Loaded {
+                        program,
+                        from_cache: true,
+                    });
+                }
+                Err(e) => {
+                    // Written by another wasmtime version, or damaged: recompile.
+                    tracing::warn!(path = %cached.display(), error = %format!("{e:#}"), "ignoring compiled-code cache entry");
+                    let _ = fs::remove_file(&cached);
+                }
+            }
+        }
+        let bytes = fs::read(wasm_path).map_err(|source| Error::Io {
+            path: wasm_path.to_path_buf(),
+            source,
+        })?;
+        let (program, serialized) = self.compile(&bytes)?;
+        if let Err(e) = self.write_compiled(&cached, &serialized) {
+            tracing::warn!(path = %cached.display(), error = %e, "cannot cache compiled code");
+        }
+        Ok(Loaded {
+            program,
+            from_cache: false,
+        })
+    }
+
+    fn load_compiled(&self, path: &Path) -> wasmtime::Result<Program> {
+        match Engine::detect_precompiled_file(path)? {
+            Some(Precompiled::Module) => {
+                // SAFETY: `deserialize_file` trusts the file to be wasmtime's
+                // own output. It is: only this agent writes `compiled/`, in its
+                // own data dir, with `Module::serialize` of a module whose
+                // digest it verified, and files are renamed into place only
+                // once complete and never rewritten in place (the file is
+                // mapped: truncating it under a live module would fault).
+                // wasmtime still checks the version and engine settings
+                // recorded in the file and refuses a mismatch.
+                let module = unsafe { Module::deserialize_file(&self.engine, path)? };
+                Ok(Program::Core(self.core_linker.instantiate_pre(&module)?))
+            }
+            Some(Precompiled::Component) => {
+                // SAFETY: as above, for `Component::serialize`.
+                let component = unsafe { Component::deserialize_file(&self.engine, path)? };
+                let pre = self.component_linker.instantiate_pre(&component)?;
+                Ok(Program::Component(CommandPre::new(pre)?))
+            }
+            None => Err(wasmtime::Error::msg("not a compiled wasmtime artifact")),
+        }
+    }
+
+    /// Compiles and links `bytes`; returns the program and its serialized code.
+    fn compile(&self, bytes: &[u8]) -> Result<(Program, Vec<u8>), Error> {
+        let invalid = |e: wasmtime::Error| Error::Invalid(format!("{e:#}"));
+        if is_component(bytes) {
+            let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+            let serialized = component.serialize().map_err(invalid)?;
+            let pre = self
+                .component_linker
+                .instantiate_pre(&component)
+                .map_err(invalid)?;
+            let pre = CommandPre::new(pre).map_err(invalid)?;
+            Ok((Program::Component(pre), serialized))
+        } else {
+            let module = Module::new(&self.engine, bytes).map_err(invalid)?;
+            let serialized = module.serialize().map_err(invalid)?;
+            let pre = self.core_linker.instantiate_pre(&module).map_err(invalid)?;
+            Ok((Program::Core(pre), serialized))
+        }
+    }
+
+    fn write_compiled(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        fs::create_dir_all(&self.compiled_dir)?;
+        // A unique temporary name: two pods may compile the same digest at once.
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
+    /// Runs one instance to its end. Dropping the future stops the instance at
+    /// its next epoch yield.
+    pub async fn run(&self, loaded: &Loaded, spec: RunSpec) -> Outcome {
+        let limits = Limits {
+            memory: spec
+                .memory_limit
+                .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+            refused: None,
+        };
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .args(spec.argv.as_slice())
+            .envs(spec.env.as_slice())
+            .stdout(spec.stdout.clone())
+            .stderr(spec.stderr.clone());
+        let (result, refused) = match &loaded.program {
+            Program::Core(pre) => {
+                let state = CoreState {
+                    wasi: builder.build_p1(),
+                    limits,
+                };
+                let mut store = Store::new(&self.engine, state);
+                store.limiter(|s: &mut CoreState| -> &mut dyn ResourceLimiter { &mut s.limits });
+                store.epoch_deadline_async_yield_and_update(1);
+                let result = async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    start.call_async(&mut store, ()).await
+                }
+                .await;
+                (result, store.into_data().limits.refused)
+            }
+            Program::Component(pre) => {
+                let state = ComponentState {
+                    ctx: builder.build(),
+                    table: ResourceTable::new(),
+                    limits,
+                };
+                let mut store = Store::new(&self.engine, state);
+                store.limiter(|s: &mut ComponentState| -> &mut dyn ResourceLimiter {
+                    &mut s.limits
+                });
+                store.epoch_deadline_async_yield_and_update(1);
+                let result = async {
+                    let command = pre.instantiate_async(&mut store).await?;
+                    match command.wasi_cli_run().call_run(&mut store).await? {
+                        Ok(()) => Ok(()),
+                        Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
+                    }
+                }
+                .await;
+                (result, store.into_data().limits.refused)
+            }
+        };
+        spec.stdout.finish();
+        spec.stderr.finish();
+        classify(result, refused)
+    }
+}
+
+/// Maps the end of a guest to an [`Outcome`].
+fn classify(result: wasmtime::Result<()>, refused: Option<String>) -> Outcome {
+    let err = match result {
+        Ok(()) => return Outcome::Exited(0),
+        Err(e) => e,
+    };
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return Outcome::Exited(exit.0);
+    }
+    if let Some(message) = refused {
+        return Outcome::OomKilled(message);
+    }
+    let mut message = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{err:#}"),
+    };
+    // Status messages travel to the hub: keep them short.
+    if message.len() > 1024 {
+        let mut cut = 1024;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    Outcome::Trapped(message)
+}
+
+/// True for the component binary format (its layer field differs from a core module's).
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00]
+}

@@ -1,0 +1,274 @@
+//! Runtime tests with WAT fixtures.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use super::*;
+use crate::pods::logs::{PodLog, message_of};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    runtime: Arc<Runtime>,
+    log: Arc<PodLog>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(Runtime::new(&dir.path().join("compiled")).unwrap());
+    let log = PodLog::open(&dir.path().join("logs"), "default", "p").unwrap();
+    Fixture { dir, runtime, log }
+}
+
+impl Fixture {
+    fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Loaded, Error> {
+        let path = self.dir.path().join(format!("{name}.wasm"));
+        fs::write(&path, bytes).unwrap();
+        self.runtime.load(name, &path)
+    }
+
+    fn load_wat(&self, name: &str, wat: &str) -> Loaded {
+        self.load_bytes(name, &wat::parse_str(wat).unwrap())
+            .unwrap()
+    }
+
+    fn spec(&self, memory_limit: Option<u64>) -> RunSpec {
+        RunSpec {
+            argv: vec!["main".into()],
+            env: vec![],
+            memory_limit,
+            stdout: self.log.stream("stdout"),
+            stderr: self.log.stream("stderr"),
+        }
+    }
+}
+
+const HELLO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello from wasm\npartial")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 23))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+const EXIT_3: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (i32.const 3))))"#;
+
+const UNREACHABLE: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") unreachable))"#;
+
+const MEMORY_BOMB: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop (drop (memory.grow (i32.const 1))) (br 0))))"#;
+
+const SPIN: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") (loop (br 0))))"#;
+
+#[tokio::test]
+async fn a_module_printing_to_stdout_has_its_output_in_the_log() {
+    let f = fixture();
+    let loaded = f.load_wat("hello", HELLO);
+    let outcome = f.runtime.run(&loaded, f.spec(None)).await;
+    assert_eq!(outcome, Outcome::Exited(0));
+    let lines = f.log.tail(10).unwrap();
+    let messages: Vec<&str> = lines.iter().map(|l| message_of(l)).collect();
+    assert_eq!(messages, ["hello from wasm", "partial"], "{lines:?}");
+    assert!(lines[0].contains(" stdout "));
+}
+
+#[tokio::test]
+async fn proc_exit_3_gives_exit_code_3() {
+    let f = fixture();
+    let loaded = f.load_wat("exit3", EXIT_3);
+    assert_eq!(
+        f.runtime.run(&loaded, f.spec(None)).await,
+        Outcome::Exited(3)
+    );
+}
+
+#[tokio::test]
+async fn unreachable_traps_with_a_message() {
+    let f = fixture();
+    let loaded = f.load_wat("trap", UNREACHABLE);
+    match f.runtime.run(&loaded, f.spec(None)).await {
+        Outcome::Trapped(m) => assert!(m.contains("unreachable"), "{m}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_memory_bomb_with_a_one_mebibyte_limit_is_oom_killed() {
+    let f = fixture();
+    let loaded = f.load_wat("bomb", MEMORY_BOMB);
+    let limit = spoke_api::quantity::Quantity::from("1Mi")
+        .to_units()
+        .unwrap();
+    match f.runtime.run(&loaded, f.spec(Some(limit))).await {
+        Outcome::OomKilled(m) => assert!(m.contains("1048576"), "{m}"),
+        other => panic!("expected OOMKilled, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_module_whose_initial_memory_exceeds_the_limit_is_oom_killed() {
+    let f = fixture();
+    let loaded = f.load_wat(
+        "big",
+        r#"(module (memory (export "memory") 32) (func (export "_start")))"#,
+    );
+    let outcome = f.runtime.run(&loaded, f.spec(Some(1 << 20))).await;
+    assert!(matches!(outcome, Outcome::OomKilled(_)), "{outcome:?}");
+}
+
+#[test]
+fn an_infinite_loop_can_be_stopped_while_another_task_makes_progress() {
+    // One thread, so the neighbour only runs if the guest yields; built like
+    // the agent's runtime (see TOKIO_EVENT_INTERVAL) so timers keep firing.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .event_interval(TOKIO_EVENT_INTERVAL)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let f = fixture();
+        let loaded = f.load_wat("spin", SPIN);
+        let runtime = f.runtime.clone();
+        let spec = f.spec(None);
+        let spinning = tokio::spawn(async move { runtime.run(&loaded, spec).await });
+
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counter = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ticks.load(Ordering::Relaxed) < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "the spinning guest starved other tasks ({} ticks)",
+                ticks.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!spinning.is_finished());
+
+        spinning.abort();
+        let stopped = tokio::time::timeout(Duration::from_secs(2), spinning).await;
+        match stopped {
+            Ok(Err(e)) => assert!(e.is_cancelled()),
+            other => panic!("the spinning guest did not stop: {other:?}"),
+        }
+        counter.abort();
+    });
+}
+
+#[test]
+fn invalid_bytes_are_an_invalid_image_with_the_compilers_message() {
+    let f = fixture();
+    match f.load_bytes("junk", b"this is not wasm") {
+        Err(Error::Invalid(m)) => assert!(!m.is_empty()),
+        Err(other) => panic!("expected Invalid, got {other}"),
+        Ok(_) => panic!("junk compiled"),
+    }
+    // Imports that WASI does not provide cannot be linked: also invalid.
+    let bytes = wat::parse_str(r#"(module (import "env" "nope" (func)) (func (export "_start")))"#)
+        .unwrap();
+    match f.load_bytes("unlinkable", &bytes) {
+        Err(Error::Invalid(m)) => assert!(m.contains("nope"), "{m}"),
+        Err(other) => panic!("expected Invalid, got {other}"),
+        Ok(_) => panic!("an unknown import linked"),
+    }
+}
+
+#[tokio::test]
+async fn compiled_code_is_cached_and_reused() {
+    let f = fixture();
+    let first = f.load_wat("cached", EXIT_3);
+    assert!(!first.from_cache);
+    assert!(f.runtime.compiled_path("cached").exists());
+
+    // The wasm file is gone: only the cache can satisfy the second load.
+    fs::remove_file(f.dir.path().join("cached.wasm")).unwrap();
+    let second = f
+        .runtime
+        .load("cached", &f.dir.path().join("cached.wasm"))
+        .unwrap();
+    assert!(second.from_cache);
+    assert_eq!(
+        f.runtime.run(&second, f.spec(None)).await,
+        Outcome::Exited(3)
+    );
+
+    // A damaged cache entry is replaced by recompiling. (Written beside and
+    // renamed, as the agent does: truncating a file that a loaded module has
+    // mapped would crash the process with SIGBUS.)
+    drop(second);
+    let garbage = f.dir.path().join("garbage");
+    fs::write(&garbage, b"garbage").unwrap();
+    fs::rename(&garbage, f.runtime.compiled_path("cached")).unwrap();
+    let third = f.load_wat("cached", EXIT_3);
+    assert!(!third.from_cache);
+}
+
+#[test]
+fn components_are_told_apart_from_core_modules() {
+    assert!(!is_component(&wat::parse_str("(module)").unwrap()));
+    assert!(is_component(b"\0asm\x0d\x00\x01\x00"));
+    assert!(!is_component(b"\0as"));
+}
+
+#[tokio::test]
+async fn a_component_runs_through_wasi_cli_run() {
+    // The smallest command component: exports wasi:cli/run returning ok.
+    let wat = r#"(component
+      (core module $m (func (export "run") (result i32) i32.const 0))
+      (core instance $i (instantiate $m))
+      (func $run (result (result)) (canon lift (core func $i "run")))
+      (instance $run-inst (export "run" (func $run)))
+      (export "wasi:cli/run@0.2.0" (instance $run-inst))
+    )"#;
+    let f = fixture();
+    let bytes = wat::parse_str(wat).unwrap();
+    assert!(is_component(&bytes));
+    let loaded = f.load_bytes("component", &bytes).unwrap();
+    assert_eq!(
+        f.runtime.run(&loaded, f.spec(None)).await,
+        Outcome::Exited(0)
+    );
+}
+
+#[tokio::test]
+async fn the_real_hello_guest_prints_and_exits_when_present() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/out/hello.wasm");
+    if !path.exists() {
+        eprintln!("note: {} is missing; skipping", path.display());
+        return;
+    }
+    let f = fixture();
+    let loaded = f.runtime.load("hello-real", &path).unwrap();
+    let mut spec = f.spec(None);
+    spec.env = vec![
+        ("HELLO_LINES".into(), "2".into()),
+        ("HELLO_EXIT_CODE".into(), "4".into()),
+    ];
+    let outcome = tokio::time::timeout(Duration::from_secs(30), f.runtime.run(&loaded, spec))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Exited(4));
+    let lines = f.log.tail(100).unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("count=")),
+        "no count= line in {lines:?}"
+    );
+}

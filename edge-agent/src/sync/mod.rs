@@ -1,0 +1,529 @@
+//! Edge sync over MQTT: desired state in, acknowledgements and status out.
+//!
+//! Two tasks:
+//! - the **event-loop task** owns rumqttc's `EventLoop` and only polls it; it
+//!   forwards connection events and publishes over an unbounded channel and
+//!   never waits on anything else, so keepalives and acks keep flowing. When
+//!   the broker is unreachable it sleeps with jittered exponential back-off
+//!   and polls again (which reconnects).
+//! - the **handler task** ([`Handler::handle`]) applies what arrives and
+//!   publishes with `try_publish`, so it never blocks on a full request queue
+//!   either. While disconnected nothing is published: the `Hello` sent on
+//!   every ConnAck carries the applied revision and every pod's status, which
+//!   supersedes whatever was missed.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use spoke_api::protocol::{
+    DesiredPod, Down, MAX_MESSAGE_BYTES, ModuleChunk, NodeInfo, OFFLINE, ONLINE, PodReport, Up,
+    topic,
+};
+use tokio::sync::mpsc;
+
+use crate::modules::{Fetcher, Outbox};
+use crate::pods::{Change, Supervisor};
+use crate::state::State;
+
+/// Status changes are coalesced for this long before being published.
+pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// MQTT keepalive: an idle node costs one ping every this often.
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Errors of the sync layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--hub` is not an `mqtt://host[:port]` URL.
+    #[error("hub URL '{0}': {1}")]
+    BadUrl(String, &'static str),
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Connection {
+    /// Parses `mqtt://host[:port]` (or `tcp://`). TLS (`mqtts://`) is not
+    /// built into this agent yet.
+    pub fn parse_url(url: &str) -> Result<Connection, Error> {
+        let bad = |why| Error::BadUrl(url.to_string(), why);
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| {
+                if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+                    bad("TLS is not supported by this build of the agent yet; use mqtt://")
+                } else {
+                    bad("expected mqtt://host[:port]")
+                }
+            })?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+                None if after.is_empty() => 1883,
+                None => return Err(bad("unexpected text after the host")),
+            };
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
+                None => (rest.to_string(), 1883),
+            }
+        };
+        if host.is_empty() || host.contains('/') || host.contains('@') {
+            return Err(bad("expected mqtt://host[:port] with no path or user"));
+        }
+        Ok(Connection {
+            host,
+            port,
+            username: None,
+            password: None,
+        })
+    }
+}
+
+/// MQTT options of node `name`: client id, keepalive, clean session, last will.
+pub fn mqtt_options(conn: &Connection, name: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(format!("spoke-agent-{name}"), conn.host.clone(), conn.port);
+    o.set_keep_alive(KEEPALIVE);
+    // A clean session: nothing bulky waits in the broker; the Hello resyncs.
+    o.set_clean_session(true);
+    o.set_last_will(LastWill::new(
+        topic::presence(name),
+        OFFLINE.to_vec(),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    // rumqttc drops the whole connection on an incoming packet over its
+    // limit. Accept up to 4x the protocol's limit so that an oversized
+    // message reaches the decoder and is dropped alone, with a warning.
+    o.set_max_packet_size(4 * MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES + 64 * 1024);
+    if let (Some(u), Some(p)) = (&conn.username, &conn.password) {
+        o.set_credentials(u.clone(), p.clone());
+    }
+    o
+}
+
+/// What the event-loop task forwards.
+#[derive(Debug)]
+pub enum Inbound {
+    Connected,
+    Disconnected,
+    Message {
+        topic: String,
+        payload: bytes::Bytes,
+    },
+}
+
+/// A random fraction in [0, 1) for jitter, without a random-number crate.
+fn jitter() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Polls the event loop forever; see the module docs.
+pub async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Inbound>) {
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(30);
+    let mut delay = MIN;
+    let mut connected = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                delay = MIN;
+                connected = true;
+                if tx.send(Inbound::Connected).is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let msg = Inbound::Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                // Our own goodbye: stop here instead of reconnecting.
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected {
+                    tracing::warn!(error = %e, "lost the connection to the hub's broker");
+                    connected = false;
+                    if tx.send(Inbound::Disconnected).is_err() {
+                        return;
+                    }
+                } else {
+                    tracing::debug!(error = %e, "cannot reach the hub's broker");
+                }
+                // Jitter spreads a fleet's reconnects after a broker restart.
+                let sleep = delay.mul_f64(0.5 + jitter());
+                tokio::time::sleep(sleep).await;
+                delay = (delay * 2).min(MAX);
+            }
+        }
+    }
+}
+
+/// The handler side of sync.
+pub struct Handler {
+    pub name: String,
+    pub client: AsyncClient,
+    pub state: Arc<State>,
+    pub supervisor: Arc<Supervisor>,
+    pub fetcher: Arc<Fetcher>,
+    pub outbox: Outbox,
+    pub node: NodeInfo,
+    /// The revision applied and acknowledged.
+    pub applied: u64,
+}
+
+impl Handler {
+    fn publish(&self, up: &Up) {
+        if !self.outbox.is_connected() {
+            return;
+        }
+        let payload = up.encode();
+        if let Err(e) =
+            self.client
+                .try_publish(topic::up(&self.name), QoS::AtLeastOnce, false, payload)
+        {
+            // The Hello after the next connect carries the state again.
+            tracing::warn!(error = %e, "cannot queue a message to the hub");
+        }
+    }
+
+    async fn on_connected(&mut self) {
+        self.outbox.set_connected(true);
+        let name = self.name.clone();
+        for t in [topic::down(&name), topic::module(&name)] {
+            if let Err(e) = self.client.try_subscribe(t, QoS::AtLeastOnce) {
+                tracing::warn!(error = %e, "cannot subscribe");
+            }
+        }
+        if let Err(e) = self.client.try_publish(
+            topic::presence(&name),
+            QoS::AtLeastOnce,
+            true,
+            ONLINE.to_vec(),
+        ) {
+            tracing::warn!(error = %e, "cannot publish presence");
+        }
+        let pods = self.supervisor.reports().await;
+        tracing::info!(
+            applied_revision = self.applied,
+            pods = pods.len(),
+            "connected to the hub"
+        );
+        self.publish(&Up::Hello {
+            applied_revision: self.applied,
+            node: self.node.clone(),
+            pods,
+        });
+    }
+
+    async fn on_message(&mut self, topic_name: &str, payload: &[u8]) {
+        let leaf = match topic::parse(topic_name) {
+            Some((node, leaf)) if node == self.name => leaf,
+            _ => {
+                tracing::warn!(topic = topic_name, "message on an unexpected topic dropped");
+                return;
+            }
+        };
+        match leaf {
+            "down" => match Down::decode(payload) {
+                Ok(down) => self.on_down(down).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, bytes = payload.len(), "bad message from the hub dropped")
+                }
+            },
+            "module" => match ModuleChunk::decode(payload) {
+                Ok((header, data)) => self.fetcher.on_chunk(header, data),
+                Err(e) => {
+                    tracing::warn!(error = %e, bytes = payload.len(), "bad module chunk dropped")
+                }
+            },
+            other => tracing::warn!(leaf = other, "message on an unexpected topic dropped"),
+        }
+    }
+
+    async fn on_down(&mut self, down: Down) {
+        match down {
+            Down::Desired { revision, pods } => self.on_desired(revision, pods).await,
+            Down::UpToDate { .. } => {}
+            Down::Logs {
+                id,
+                namespace,
+                name,
+                tail_lines,
+            } => {
+                let up = match self.supervisor.logs(&namespace, &name, tail_lines).await {
+                    Ok(text) => Up::Logs {
+                        id,
+                        error: None,
+                        text,
+                    },
+                    Err(e) => Up::Logs {
+                        id,
+                        error: Some(e),
+                        text: String::new(),
+                    },
+                };
+                self.publish(&up);
+            }
+        }
+    }
+
+    /// Applies a desired set: persist, hand to the supervisor, acknowledge.
+    pub async fn on_desired(&mut self, revision: u64, pods: Vec<DesiredPod>) {
+        if revision <= self.applied {
+            // A replay or a duplicate: the hub learns where we are.
+            self.publish(&Up::Ack {
+                applied_revision: self.applied,
+            });
+            return;
+        }
+        let state = self.state.clone();
+        let to_save = pods.clone();
+        let saved =
+            tokio::task::spawn_blocking(move || state.save_desired(revision, &to_save)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Not durable, so not applied: the hub sends it again after
+                // the next Hello.
+                tracing::error!(revision, error = %e, "cannot persist the desired state");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(revision, error = %e, "cannot persist the desired state");
+                return;
+            }
+        }
+        self.applied = revision;
+        tracing::info!(revision, pods = pods.len(), "applying desired state");
+        self.supervisor.reconcile(pods).await;
+        self.publish(&Up::Ack {
+            applied_revision: revision,
+        });
+    }
+
+    /// Runs until `inbound` closes. Status changes are debounced by
+    /// [`STATUS_DEBOUNCE`]; messages from the [`Outbox`] are published in order.
+    pub async fn handle(
+        mut self,
+        mut inbound: mpsc::UnboundedReceiver<Inbound>,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        mut outbox_rx: mpsc::UnboundedReceiver<Up>,
+    ) {
+        let mut dirty: BTreeMap<String, PodReport> = BTreeMap::new();
+        let mut gone: Vec<PodReport> = Vec::new();
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        loop {
+            let at = flush_at;
+            let flush = async move {
+                match at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = inbound.recv() => match msg {
+                    None => return,
+                    Some(Inbound::Connected) => {
+                        self.on_connected().await;
+                        // The Hello carried every pod's status.
+                        dirty.clear();
+                        if !gone.is_empty() {
+                            flush_at.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_DEBOUNCE);
+                        }
+                    }
+                    Some(Inbound::Disconnected) => self.outbox.set_connected(false),
+                    Some(Inbound::Message { topic, payload }) => self.on_message(&topic, &payload).await,
+                },
+                Some(change) = changes.recv() => {
+                    match change {
+                        Change::Updated(r) => {
+                            dirty.insert(format!("{}/{}", r.namespace, r.name), r);
+                        }
+                        Change::Gone(r) => {
+                            dirty.remove(&format!("{}/{}", r.namespace, r.name));
+                            gone.push(r);
+                        }
+                    }
+                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_DEBOUNCE);
+                }
+                Some(up) = outbox_rx.recv() => self.publish(&up),
+                _ = flush => {
+                    flush_at = None;
+                    if self.outbox.is_connected() {
+                        let mut pods: Vec<PodReport> = std::mem::take(&mut dirty).into_values().collect();
+                        // Gone reports wait for a connection: the hub needs
+                        // them to finish deleting, and Hello does not carry them.
+                        pods.append(&mut gone);
+                        if !pods.is_empty() {
+                            self.publish(&Up::Status { pods });
+                        }
+                    } else {
+                        dirty.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Says `offline` before a clean shutdown (the last will covers crashes).
+    pub async fn goodbye(client: &AsyncClient, name: &str) {
+        let _ = client.try_publish(
+            topic::presence(name),
+            QoS::AtLeastOnce,
+            true,
+            OFFLINE.to_vec(),
+        );
+        let _ = client.try_disconnect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_urls_are_parsed_or_refused_with_a_reason() {
+        let c = Connection::parse_url("mqtt://127.0.0.1:1883").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 1883));
+        let c = Connection::parse_url("tcp://hub.local").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("hub.local", 1883));
+        let c = Connection::parse_url("mqtt://[::1]:2000").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 2000));
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:notaport",
+            "mqtts://h:8883",
+            "mqtt://u@h",
+        ] {
+            assert!(Connection::parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    async fn handler(dir: &std::path::Path) -> Handler {
+        let state = Arc::new(State::open(&dir.join("state.redb")).unwrap());
+        let runtime = Arc::new(crate::runtime::Runtime::new(&dir.join("compiled")).unwrap());
+        let (outbox, _rx) = Outbox::new();
+        let store = crate::modules::Store::new(&dir.join("modules"));
+        let fetcher = Arc::new(Fetcher::new(store, outbox.clone()));
+        let (supervisor, _changes) = Supervisor::new(
+            runtime,
+            fetcher.clone(),
+            state.clone(),
+            crate::pods::Settings {
+                backoff: Default::default(),
+                logs_dir: dir.join("logs"),
+            },
+        );
+        let conn = Connection::parse_url("mqtt://127.0.0.1:1").unwrap();
+        // Never polled: nothing is sent, and the outbox says disconnected.
+        let (client, _eventloop) = AsyncClient::new(mqtt_options(&conn, "pi-1"), 16);
+        Handler {
+            name: "pi-1".into(),
+            client,
+            state,
+            supervisor,
+            fetcher,
+            outbox,
+            node: NodeInfo::default(),
+            applied: 0,
+        }
+    }
+
+    fn desired_pod(name: &str) -> DesiredPod {
+        DesiredPod {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            generation: 1,
+            spec: spoke_api::PodSpec {
+                containers: vec![spoke_api::Container {
+                    name: "main".into(),
+                    image: "hello:v1".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            deleting: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_desired_set_is_persisted_and_applied_and_older_revisions_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = handler(dir.path()).await;
+        h.on_desired(3, vec![desired_pod("a"), desired_pod("b")])
+            .await;
+        assert_eq!(h.applied, 3);
+        assert_eq!(h.state.load().unwrap().revision, 3);
+        assert_eq!(h.supervisor.len().await, 2);
+
+        // A replay of an older revision changes nothing.
+        h.on_desired(2, vec![]).await;
+        h.on_desired(3, vec![]).await;
+        assert_eq!(h.applied, 3);
+        assert_eq!(h.state.load().unwrap().pods.len(), 2);
+        assert_eq!(h.supervisor.len().await, 2);
+
+        h.on_desired(4, vec![desired_pod("a")]).await;
+        assert_eq!(h.supervisor.len().await, 1);
+        assert_eq!(h.state.load().unwrap().revision, 4);
+        h.supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_messages_are_dropped_without_changing_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = handler(dir.path()).await;
+        let down = topic::down("pi-1");
+        let huge = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        let bad: [(&str, &[u8]); 6] = [
+            (&down, b"{"),
+            (&down, b"{\"type\":\"desired\",\"revision\":\"x\"}"),
+            (&down, &huge),
+            (&topic::module("pi-1"), &[0xff, 0xff, 0xff, 0xff]),
+            (
+                &topic::down("someone-else"),
+                b"{\"type\":\"upToDate\",\"revision\":1}",
+            ),
+            ("not/a/spoke/topic", b""),
+        ];
+        for (t, payload) in bad {
+            h.on_message(t, payload).await;
+        }
+        assert_eq!(h.applied, 0);
+        assert_eq!(h.state.load().unwrap().revision, 0);
+        assert!(h.supervisor.is_empty().await);
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j));
+        }
+    }
+}
