@@ -121,21 +121,36 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// A hub with its embedded broker.
     pub async fn start() -> Hub {
+        Hub::start_with(None).await
+    }
+
+    /// A hub using an external broker at `broker_url` when given.
+    pub async fn start_with(broker_url: Option<&str>) -> Hub {
         let dir = tempfile::tempdir().expect("tempdir");
         let (api, mqtt) = (free_port(), free_port());
         let mut cmd = Command::new(bin("spoke-hub"));
         cmd.arg("--data-dir")
             .arg(dir.path().join("hub"))
             .args(["--listen", &format!("127.0.0.1:{api}")])
-            .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
             .arg("--no-client-config")
             .env("RUST_LOG", "info,rumqttd=warn");
+        let mqtt_url = match broker_url {
+            Some(url) => {
+                cmd.args(["--mqtt-url", url]);
+                url.to_string()
+            }
+            None => {
+                cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
+                format!("mqtt://127.0.0.1:{mqtt}")
+            }
+        };
         let proc = Proc::spawn(cmd, dir.path().join("hub.log"));
         let hub = Hub {
             proc,
             api_url: format!("http://127.0.0.1:{api}"),
-            mqtt_url: format!("mqtt://127.0.0.1:{mqtt}"),
+            mqtt_url,
             dir,
         };
         let client = hub.client();
@@ -300,4 +315,56 @@ pub fn pod_manifest(name: &str, image: &str, restart: &str, env: &[(&str, &str)]
 /// The first container's status of a pod, if reported.
 pub fn container(pod: &Value) -> &Value {
     &pod["status"]["containerStatuses"][0]
+}
+
+/// Mosquitto (Debian's package) on a loopback port, as an external broker.
+pub struct Mosquitto {
+    pub proc: Proc,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub async fn start() -> Mosquitto {
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: apt-get install mosquitto (scripts/test does it as root)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        let mut text =
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n");
+        // Started as root, Mosquitto drops to user "mosquitto" unless told not to.
+        if running_as_root() {
+            text.push_str("user root\n");
+        }
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let mut cmd = Command::new(exe);
+        cmd.arg("-c").arg(&conf);
+        let proc = Proc::spawn(cmd, dir.path().join("mosquitto.log"));
+        let addr = format!("127.0.0.1:{port}");
+        eventually(Duration::from_secs(10), "mosquitto to listen", || {
+            let addr = addr.clone();
+            async move { std::net::TcpStream::connect(&addr).ok().map(|_| ()) }
+        })
+        .await;
+        Mosquitto {
+            proc,
+            url: format!("mqtt://{addr}"),
+            _dir: dir,
+        }
+    }
+}
+
+/// Whether this process runs as root (uid 0), read from /proc.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }

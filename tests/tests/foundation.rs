@@ -89,6 +89,36 @@ async fn hello_pod_runs_shows_logs_and_stops_when_deleted() {
 }
 
 #[tokio::test]
+async fn the_slice_works_through_mosquitto_as_an_external_broker() {
+    let broker = spoke_e2e::Mosquitto::start().await;
+    let hub = Hub::start_with(Some(&broker.url)).await;
+    let _agent = hub.agent("edge-m", &[]);
+    hub.wait_node_ready("edge-m").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    let out = hub.apply(&pod_manifest(
+        "hello",
+        "hello:v1",
+        "Always",
+        &[("GREETING", "via mosquitto")],
+    ));
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    hub.wait_pod("hello", "Running", |p| p["status"]["phase"] == "Running")
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "hello's log through mosquitto",
+        || async {
+            stdout(&hub.spoke(&["logs", "hello"]))
+                .contains("via mosquitto from a Wasm pod")
+                .then_some(())
+        },
+    )
+    .await;
+    let out = hub.spoke(&["delete", "pod", "hello"]);
+    assert!(out.status.success(), "delete: {}", stderr(&out));
+}
+
+#[tokio::test]
 async fn programs_that_end_report_succeeded_or_failed_with_their_exit_code() {
     let hub = Hub::start().await;
     let _agent = hub.agent("edge-1", &[]);

@@ -199,7 +199,8 @@ async fn pump(
             Ok(_) => {}
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures.is_multiple_of(30) {
+                // The first few failures are normal while an embedded broker starts.
+                if failures == 3 || failures.is_multiple_of(30) {
                     tracing::warn!(error = %e, "MQTT connection to the broker failed; retrying");
                 }
                 tokio::time::sleep(

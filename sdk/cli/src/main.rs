@@ -76,6 +76,9 @@ enum Command {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<u64>,
+        /// Keep printing new lines until interrupted.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Delete objects by kind and name, or those in manifest files.
     Delete {
@@ -198,9 +201,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
-        Command::Logs { pod, tail } => {
+        Command::Logs { pod, tail, follow } => {
             let text = ctx.client.pod_logs(&ctx.namespace, &pod, tail).await?;
             print!("{text}");
+            if follow {
+                follow_logs(&ctx, &pod, text).await?;
+            }
         }
         Command::Delete {
             args,
@@ -265,6 +271,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Polls the log and prints what is new. (A streamed follow over the MQTT
+/// link is planned; polling keeps the agent simple meanwhile.)
+async fn follow_logs(ctx: &Ctx, pod: &str, mut last: String) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let text = ctx.client.pod_logs(&ctx.namespace, pod, Some(200)).await?;
+        let new = new_lines(&last, &text);
+        print!("{new}");
+        std::io::stdout().flush()?;
+        last = text;
+    }
+}
+
+/// The lines of `now` after the last line of `before` (all of `now` if that
+/// line is gone, e.g. after the log rotated).
+fn new_lines<'a>(before: &str, now: &'a str) -> &'a str {
+    let Some(last) = before.lines().last() else {
+        return now;
+    };
+    let needle = format!("{last}\n");
+    match now.rfind(&needle) {
+        Some(i) => &now[i + needle.len()..],
+        None => now,
+    }
+}
+
 fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
     ResourceType::lookup(kind).ok_or_else(|| {
         let known: Vec<&str> = spoke_api::resource::RESOURCES
@@ -318,5 +351,18 @@ async fn wait_gone(
             }
             Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_lines;
+
+    #[test]
+    fn follow_prints_only_new_lines() {
+        assert_eq!(new_lines("a\nb\n", "a\nb\nc\n"), "c\n");
+        assert_eq!(new_lines("", "a\n"), "a\n");
+        assert_eq!(new_lines("x\n", "a\nb\n"), "a\nb\n");
+        assert_eq!(new_lines("a\nb\n", "b\n"), "");
     }
 }

@@ -20,9 +20,9 @@ pub enum Error {
     /// No connection could be made.
     #[error("cannot reach the hub at {server}: {reason} (is spoke-hub running?)")]
     Unreachable { server: String, reason: String },
-    /// The hub answered with an error `Status`.
+    /// The hub answered with an error `Status` (boxed: it is large).
     #[error("{0}")]
-    Api(Status),
+    Api(Box<Status>),
     /// The hub answered something that is not what the API promises.
     #[error("unexpected answer from the hub ({code}): {body}")]
     Unexpected { code: u16, body: String },
@@ -96,7 +96,7 @@ impl Client {
         let code = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<Status>(&body) {
-            Ok(status) if status.kind == "Status" => Err(Error::Api(status)),
+            Ok(status) if status.kind == "Status" => Err(Error::Api(Box::new(status))),
             _ => Err(Error::Unexpected { code, body }),
         }
     }
