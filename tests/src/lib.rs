@@ -94,6 +94,18 @@ impl Proc {
         Proc { child, log }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the process now, in KiB (from /proc).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Everything the process wrote so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -118,6 +130,7 @@ pub struct Hub {
     pub api_url: String,
     pub mqtt_url: String,
     pub dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Hub {
@@ -130,30 +143,57 @@ impl Hub {
     pub async fn start_with(broker_url: Option<&str>) -> Hub {
         let dir = tempfile::tempdir().expect("tempdir");
         let (api, mqtt) = (free_port(), free_port());
-        let mut cmd = Command::new(bin("spoke-hub"));
-        cmd.arg("--data-dir")
-            .arg(dir.path().join("hub"))
-            .args(["--listen", &format!("127.0.0.1:{api}")])
-            .arg("--no-client-config")
-            .env("RUST_LOG", "info,rumqttd=warn");
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            dir.path()
+                .join("hub")
+                .to_str()
+                .expect("utf-8 temp dir")
+                .into(),
+            "--listen".into(),
+            format!("127.0.0.1:{api}"),
+            "--no-client-config".into(),
+        ];
         let mqtt_url = match broker_url {
             Some(url) => {
-                cmd.args(["--mqtt-url", url]);
+                args.extend(["--mqtt-url".into(), url.to_string()]);
                 url.to_string()
             }
             None => {
-                cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
+                args.extend(["--mqtt-listen".into(), format!("127.0.0.1:{mqtt}")]);
                 format!("mqtt://127.0.0.1:{mqtt}")
             }
         };
-        let proc = Proc::spawn(cmd, dir.path().join("hub.log"));
+        let proc = Hub::spawn(&args, dir.path());
         let hub = Hub {
             proc,
             api_url: format!("http://127.0.0.1:{api}"),
             mqtt_url,
             dir,
+            args,
         };
-        let client = hub.client();
+        hub.wait_up().await;
+        hub
+    }
+
+    fn spawn(args: &[String], dir: &Path) -> Proc {
+        let mut cmd = Command::new(bin("spoke-hub"));
+        cmd.args(args).env("RUST_LOG", "info,rumqttd=warn");
+        // Append, so that a restarted hub's log follows the first one's.
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        Proc::spawn(cmd, dir.join(format!("hub-{n}.log")))
+    }
+
+    /// Starts the hub again (after [`Proc::kill`]) with the same data
+    /// directory and ports.
+    pub async fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Hub::spawn(&self.args, self.dir.path());
+        self.wait_up().await;
+    }
+
+    async fn wait_up(&self) {
+        let client = self.client();
         eventually(
             Duration::from_secs(30),
             "the hub to answer /healthz",
@@ -163,7 +203,6 @@ impl Hub {
             },
         )
         .await;
-        hub
     }
 
     pub fn client(&self) -> Client {

@@ -288,3 +288,68 @@ async fn the_cli_says_when_the_hub_is_unreachable() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_restarted_without_the_hub_brings_its_pods_back_from_local_state() {
+    let mut hub = Hub::start().await;
+    let mut agent = hub.agent("edge-1", &[]);
+    hub.wait_node_ready("edge-1").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    assert!(
+        hub.apply(&pod_manifest("hello", "hello:v1", "Always", &[]))
+            .status
+            .success()
+    );
+    hub.wait_pod("hello", "Running", |p| p["status"]["phase"] == "Running")
+        .await;
+
+    // The hub goes away, then the board loses power (kill -9 both).
+    hub.proc.kill();
+    agent.proc.kill();
+    let log_file = agent.data_dir.join("logs/default_hello.log");
+    let before = std::fs::read_to_string(&log_file).unwrap_or_default().len();
+
+    // The agent comes back with no hub to talk to, and runs hello again
+    // from its own store: a fresh instance counts from 1 in the pod's log.
+    let agent2 = spoke_e2e::Agent::start(&hub.mqtt_url, "edge-1", hub.dir.path(), &[]);
+    eventually(
+        Duration::from_secs(30),
+        "hello to run again without the hub",
+        || {
+            let log_file = log_file.clone();
+            async move {
+                let text = std::fs::read_to_string(&log_file).ok()?;
+                text.get(before..)?.contains("count=2").then_some(())
+            }
+        },
+    )
+    .await;
+
+    // When the hub returns, the agent reconnects and the hub hears from the
+    // board again: its logs are readable and the pod is Running.
+    hub.restart().await;
+    eventually(
+        Duration::from_secs(60),
+        "the agent to reconnect and serve logs",
+        || async {
+            stdout(&hub.spoke(&["logs", "hello"]))
+                .contains("count=")
+                .then_some(())
+        },
+    )
+    .await;
+    let pod = hub
+        .wait_pod("hello", "Running after the hub returned", |p| {
+            p["status"]["phase"] == "Running"
+        })
+        .await;
+    assert_eq!(pod["spec"]["nodeName"], "edge-1");
+    assert!(
+        agent2
+            .proc
+            .output()
+            .contains("1 pod(s) restored from local state"),
+        "{}",
+        agent2.proc.output()
+    );
+}

@@ -1,0 +1,220 @@
+//! Foundation figures, measured against real processes on loopback:
+//!
+//! - apply→Running latency over 100 pods whose module is already cached on
+//!   the board, beside its floor measured in the same run: one redb commit +
+//!   one wasmtime instantiate of the same module + one MQTT round trip
+//!   through the same broker;
+//! - the agent's idle RSS with 0 pods, and its binary size.
+//!
+//! Run with `scripts/bench` (release binaries). Prints a table; no
+//! assertions: these machines are noisy, so read the ratio, not the time.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spoke_e2e::{Hub, bin, example_wasm};
+
+const PODS: usize = 100;
+const FLOOR_SAMPLES: usize = 200;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+fn redb_commit(dir: &std::path::Path) -> Duration {
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("bench");
+    let db = redb::Database::create(dir.join("floor.redb")).expect("redb");
+    let value = vec![7u8; 1024];
+    let samples = (0..FLOOR_SAMPLES as u64)
+        .map(|i| {
+            let t = Instant::now();
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(T)
+                .expect("table")
+                .insert(i, value.as_slice())
+                .expect("insert");
+            txn.commit().expect("commit");
+            t.elapsed()
+        })
+        .collect();
+    median(samples)
+}
+
+async fn wasmtime_instantiate(wasm: &[u8]) -> Duration {
+    use wasmtime::{Config, Engine, Linker, Module, Store};
+    use wasmtime_wasi::WasiCtxBuilder;
+    use wasmtime_wasi::p1::WasiP1Ctx;
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).expect("engine");
+    let module = Module::new(&engine, wasm).expect("module");
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).expect("link");
+    let pre = linker.instantiate_pre(&module).expect("pre");
+    let mut samples = Vec::new();
+    for _ in 0..FLOOR_SAMPLES {
+        let t = Instant::now();
+        let ctx = WasiCtxBuilder::new().env("GREETING", "x").build_p1();
+        let mut store = Store::new(&engine, ctx);
+        store.set_epoch_deadline(1);
+        pre.instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+        samples.push(t.elapsed());
+    }
+    median(samples)
+}
+
+async fn mqtt_round_trip(broker_url: &str) -> Duration {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let (host, port) = spoke_api::protocol::parse_broker_url(broker_url).expect("url");
+    let mut opts = MqttOptions::new("bench-floor", host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    client
+        .subscribe("bench/rtt", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    // Wait for the subscription to be acknowledged.
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.expect("poll") {
+            break;
+        }
+    }
+    let mut samples = Vec::new();
+    for i in 0..FLOOR_SAMPLES {
+        let t = Instant::now();
+        client
+            .publish("bench/rtt", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("publish");
+        loop {
+            if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.expect("poll") {
+                break;
+            }
+        }
+        samples.push(t.elapsed());
+    }
+    median(samples)
+}
+
+async fn wait_running(client: &spoke_client::Client, name: &str) {
+    let path = format!("/api/v1/namespaces/default/pods/{name}");
+    loop {
+        if let Ok(p) = client.get::<Value>(&path).await
+            && p["status"]["phase"] == "Running"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "main", "image": "hello:v1",
+                    "resources": {"limits": {"memory": "32Mi"}}}]}})
+}
+
+#[tokio::main]
+async fn main() {
+    let hub = Hub::start().await;
+    let client = hub.client();
+    let wasm_path = example_wasm("hello");
+    let wasm = std::fs::read(&wasm_path).expect("hello.wasm");
+
+    // Idle agent: connected, registered, no pods.
+    let idle = hub.agent("idle-1", &[]);
+    hub.wait_node_ready("idle-1").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss = idle.proc.rss_kib().unwrap_or(0);
+    drop(idle);
+
+    let agent = hub.agent("bench-1", &[]);
+    // Only bench-1 may take pods: wait until idle-1 is gone from scheduling
+    // by deleting its node.
+    let _ = client.delete("/api/v1/nodes/idle-1", None).await;
+    hub.wait_node_ready("bench-1").await;
+    hub.push(&wasm_path, "hello:v1");
+
+    // Warm-up: the module is fetched and compiled once, then cached.
+    client
+        .create("/api/v1/namespaces/default/pods", &pod("warmup"))
+        .await
+        .expect("create");
+    wait_running(&client, "warmup").await;
+    client
+        .delete("/api/v1/namespaces/default/pods/warmup", Some(0))
+        .await
+        .expect("delete");
+
+    let mut latencies = Vec::with_capacity(PODS);
+    for i in 0..PODS {
+        let name = format!("bench-{i}");
+        let t = Instant::now();
+        client
+            .create("/api/v1/namespaces/default/pods", &pod(&name))
+            .await
+            .expect("create");
+        wait_running(&client, &name).await;
+        latencies.push(t.elapsed());
+        client
+            .delete(&format!("/api/v1/namespaces/default/pods/{name}"), Some(0))
+            .await
+            .expect("delete");
+    }
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let agent_rss_after = agent.proc.rss_kib().unwrap_or(0);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commit = redb_commit(dir.path());
+    let instantiate = wasmtime_instantiate(&wasm).await;
+    let rtt = mqtt_round_trip(&hub.mqtt_url).await;
+    let floor = commit + instantiate + rtt;
+
+    let agent_size = std::fs::metadata(bin("spoke-agent"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!("\nSpoke foundation benchmark ({PODS} pods, module cached, loopback)\n");
+    println!("| figure | value | floor / reference | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| apply→Running p50 | {} | floor {} (redb commit {} + wasmtime instantiate {} + MQTT round trip {}) | {:.1}× |",
+        ms(p50),
+        ms(floor),
+        ms(commit),
+        ms(instantiate),
+        ms(rtt),
+        p50.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "| apply→Running p99 | {} | floor {} | {:.1}× |",
+        ms(p99),
+        ms(floor),
+        p99.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "| agent idle RSS, 0 pods | {:.1} MiB | goal ≤ 16 MiB | |",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "| agent RSS after {PODS} pods came and went | {:.1} MiB | | |",
+        agent_rss_after as f64 / 1024.0
+    );
+    println!(
+        "| agent binary ({}) | {:.1} MiB | goal ≤ 15 MiB | |",
+        bin("spoke-agent").display(),
+        agent_size as f64 / (1024.0 * 1024.0)
+    );
+}
