@@ -91,13 +91,11 @@ impl Config {
         T: Into<OsString>,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let mut merged = Vec::with_capacity(args.len() + 8);
-        merged.extend(args.first().cloned());
-        if let Some(path) = config_path(&args) {
-            merged.extend(file_flags(&path)?.into_iter().map(OsString::from));
-        }
-        merged.extend(args.iter().skip(1).cloned());
-        let config = Config::try_parse_from(merged)?;
+        let file_flags = match spoke_api::config::config_path(&args) {
+            Some(path) => file_flags(&path)?,
+            None => Vec::new(),
+        };
+        let config = Config::try_parse_from(spoke_api::config::merge(&args, file_flags))?;
         config.validate()?;
         Ok(config)
     }
@@ -159,40 +157,13 @@ impl Config {
 }
 
 /// The value of `--config` on the command line, found before clap runs.
-fn config_path(args: &[OsString]) -> Option<PathBuf> {
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy();
-        if s == "--" {
-            return None;
-        }
-        if s == "--config" {
-            return it.next().map(PathBuf::from);
-        }
-        if let Some(v) = s.strip_prefix("--config=") {
-            return Some(PathBuf::from(v));
-        }
-    }
-    None
-}
-
 fn file_flags(path: &std::path::Path) -> Result<Vec<String>, Error> {
     let err = |message: String| Error::File {
         path: path.display().to_string(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    if doc
-        .as_object()
-        .is_some_and(|m| m.keys().any(|k| k == "config"))
-    {
-        return Err(err("a config file cannot name another config file".into()));
-    }
-    spoke_api::config::file_to_flags(&doc).map_err(|e| err(e.to_string()))
+    spoke_api::config::yaml_to_flags(&text).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

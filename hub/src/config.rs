@@ -91,25 +91,23 @@ impl Config {
     /// Parses the command line, then the config file it names (if any), with
     /// the command line taking precedence.
     pub fn load(args: Vec<std::ffi::OsString>) -> Result<Config, Error> {
-        let first = Config::try_parse_from(&args)?;
-        let config = match &first.config {
-            None => first,
+        let path = spoke_api::config::config_path(&args).or_else(|| {
+            std::env::var_os("SPOKE_HUB_CONFIG")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
+        let file_flags = match &path {
+            None => Vec::new(),
             Some(path) => {
                 let file_err = |message: String| Error::File {
                     path: path.display().to_string(),
                     message,
                 };
                 let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-                let doc: serde_json::Value =
-                    serde_yaml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
-                let flags =
-                    spoke_api::config::file_to_flags(&doc).map_err(|e| file_err(e.to_string()))?;
-                let mut merged: Vec<std::ffi::OsString> = args.iter().take(1).cloned().collect();
-                merged.extend(flags.into_iter().map(Into::into));
-                merged.extend(args.iter().skip(1).cloned());
-                Config::try_parse_from(merged).map_err(|e| file_err(e.to_string()))?
+                spoke_api::config::yaml_to_flags(&text).map_err(|e| file_err(e.to_string()))?
             }
         };
+        let config = Config::try_parse_from(spoke_api::config::merge(&args, file_flags))?;
         config.validate()?;
         Ok(config)
     }
