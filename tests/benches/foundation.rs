@@ -108,15 +108,23 @@ async fn mqtt_round_trip(broker_url: &str) -> Duration {
     median(samples)
 }
 
-async fn wait_running(client: &spoke_client::Client, name: &str) {
-    let path = format!("/api/v1/namespaces/default/pods/{name}");
+/// Creates a pod and waits, on a watch opened before the create, until the
+/// hub shows it Running.
+async fn create_and_wait_running(client: &spoke_client::Client, name: &str) -> Duration {
+    let pods = "/api/v1/namespaces/default/pods";
+    let list: Value = client.get(pods).await.expect("list");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("list revision")
+        .to_string();
+    let mut watch = client.watch(pods, Some(&rv)).await.expect("watch");
+    let t = Instant::now();
+    client.create(pods, &pod(name)).await.expect("create");
     loop {
-        if let Ok(p) = client.get::<Value>(&path).await
-            && p["status"]["phase"] == "Running"
-        {
-            return;
+        let e = watch.next().await.expect("watch open").expect("event");
+        if e["object"]["metadata"]["name"] == name && e["object"]["status"]["phase"] == "Running" {
+            return t.elapsed();
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -148,11 +156,7 @@ async fn main() {
     hub.push(&wasm_path, "hello:v1");
 
     // Warm-up: the module is fetched and compiled once, then cached.
-    client
-        .create("/api/v1/namespaces/default/pods", &pod("warmup"))
-        .await
-        .expect("create");
-    wait_running(&client, "warmup").await;
+    create_and_wait_running(&client, "warmup").await;
     client
         .delete("/api/v1/namespaces/default/pods/warmup", Some(0))
         .await
@@ -161,13 +165,7 @@ async fn main() {
     let mut latencies = Vec::with_capacity(PODS);
     for i in 0..PODS {
         let name = format!("bench-{i}");
-        let t = Instant::now();
-        client
-            .create("/api/v1/namespaces/default/pods", &pod(&name))
-            .await
-            .expect("create");
-        wait_running(&client, &name).await;
-        latencies.push(t.elapsed());
+        latencies.push(create_and_wait_running(&client, &name).await);
         client
             .delete(&format!("/api/v1/namespaces/default/pods/{name}"), Some(0))
             .await

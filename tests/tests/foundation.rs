@@ -353,3 +353,92 @@ async fn an_agent_restarted_without_the_hub_brings_its_pods_back_from_local_stat
         agent2.proc.output()
     );
 }
+
+#[tokio::test]
+async fn watches_stream_changes_in_order_and_resume_from_a_revision() {
+    let hub = Hub::start().await;
+    let client = hub.client();
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+                           "spec": {"containers": [{"name": "c", "image": "x:1"}]}})
+    };
+    let a = client.create(pods, &pod("a")).await.unwrap();
+    let rv_a: u64 = a["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // From a's revision: only what came after, in revision order. (The
+    // scheduler also writes: "a" gets a status saying no node fits.)
+    let mut w = client.watch(pods, Some(&rv_a.to_string())).await.unwrap();
+    client.create(pods, &pod("b")).await.unwrap();
+    let e = until(&mut w, rv_a, |e| e["type"] == "ADDED").await;
+    assert_eq!(e["object"]["metadata"]["name"], "b");
+
+    // Without a revision: the current objects first, then changes.
+    let mut all = client.watch(pods, None).await.unwrap();
+    let mut names = vec![];
+    for _ in 0..2 {
+        let e = next_event(&mut all).await;
+        assert_eq!(e["type"], "ADDED");
+        names.push(
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    client.delete(&format!("{pods}/a"), None).await.unwrap();
+    let e = until(&mut all, 0, |e| e["type"] == "DELETED").await;
+    assert_eq!(e["object"]["metadata"]["name"], "a");
+    let e = until(&mut w, rv_a, |e| e["type"] == "DELETED").await;
+    assert_eq!(e["object"]["metadata"]["name"], "a");
+
+    // A label selector filters the stream.
+    let mut only_c = client
+        .watch(&format!("{pods}?labelSelector=app%3Dc"), None)
+        .await
+        .unwrap();
+    client.create(pods, &pod("d")).await.unwrap();
+    client.create(pods, &pod("c")).await.unwrap();
+    let e = next_event(&mut only_c).await;
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("c"))
+    );
+}
+
+/// Reads events until `want` matches; every event on the way must be newer
+/// than the one before it (and than `after`).
+async fn until(w: &mut spoke_client::Watch, after: u64, want: impl Fn(&Value) -> bool) -> Value {
+    let mut last = after;
+    loop {
+        let e = next_event(w).await;
+        let rv: u64 = e["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            rv > last,
+            "event at {rv} after {last}: out of order or repeated"
+        );
+        last = rv;
+        if want(&e) {
+            return e;
+        }
+    }
+}
+
+/// The next event of a watch, failing the test after 20 s without one.
+async fn next_event(w: &mut spoke_client::Watch) -> Value {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("a watch event in time")
+        .expect("the watch is open")
+        .expect("a well-formed event")
+}

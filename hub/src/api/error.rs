@@ -33,13 +33,19 @@ pub enum Error {
     Timeout(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A watch asked for a revision that was compacted away: relist.
+    #[error("{0}")]
+    Expired(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl From<crate::store::Error> for Error {
     fn from(e: crate::store::Error) -> Self {
-        Error::Internal(e.to_string())
+        match e {
+            gone @ crate::store::Error::Gone { .. } => Error::Expired(gone.to_string()),
+            other => Error::Internal(other.to_string()),
+        }
     }
 }
 
@@ -70,6 +76,7 @@ impl Error {
             Error::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             Error::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            Error::Expired(_) => (StatusCode::GONE, "Expired"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }
@@ -112,5 +119,45 @@ impl IntoResponse for Error {
         }
         let (code, _) = self.parts();
         (code, axum::Json(self.status())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_watch_revision_is_410_expired() {
+        let e = Error::from(crate::store::Error::Gone {
+            requested: 2,
+            oldest: 9,
+        });
+        let status = e.status();
+        assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+        assert!(
+            status.message.contains("too old resource version: 2"),
+            "{}",
+            status.message
+        );
+    }
+
+    #[test]
+    fn invalid_objects_carry_each_field_as_a_cause() {
+        let e = Error::Invalid {
+            kind: "Pod".into(),
+            name: "a".into(),
+            causes: vec![FieldError {
+                field: "spec.containers[0].image".into(),
+                reason: "FieldValueRequired",
+                message: "Required value".into(),
+            }],
+        };
+        let status = e.status();
+        assert_eq!(status.code, 422);
+        let cause = &status.details.unwrap().causes[0];
+        assert_eq!(
+            (cause.field.as_str(), cause.reason.as_str()),
+            ("spec.containers[0].image", "FieldValueRequired")
+        );
     }
 }

@@ -7,6 +7,7 @@
 mod error;
 mod modules;
 mod objects;
+mod watch;
 
 use std::sync::Arc;
 

@@ -341,8 +341,32 @@ pub async fn create_object(
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ListQuery {
-    label_selector: Option<String>,
-    field_selector: Option<String>,
+    pub(super) label_selector: Option<String>,
+    pub(super) field_selector: Option<String>,
+    pub(super) watch: Option<String>,
+    pub(super) resource_version: Option<String>,
+    pub(super) allow_watch_bookmarks: Option<bool>,
+    pub(super) timeout_seconds: Option<u64>,
+}
+
+impl ListQuery {
+    /// Whether `object` passes the label and field selectors.
+    pub(super) fn matches(&self, object: &Value) -> Result<bool, Error> {
+        if let Some(sel) = &self.label_selector {
+            let empty = serde_json::Map::new();
+            let labels = object
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
+            if !selector_matches(sel, labels)? {
+                return Ok(false);
+            }
+        }
+        match &self.field_selector {
+            Some(sel) => field_matches(sel, object),
+            None => Ok(true),
+        }
+    }
 }
 
 /// `a=b,c!=d` equality selectors on labels; enough for `-l app=hello`.
@@ -409,25 +433,15 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Error> {
     let ns = namespace.as_deref().filter(|_| rt.namespaced);
+    if matches!(q.watch.as_deref(), Some("true" | "1")) {
+        return super::watch::serve(&state.store, rt, &store::prefix(rt.plural, ns), q).await;
+    }
     let (items, revision) = state.store.list(&store::prefix(rt.plural, ns)).await?;
-    let empty = serde_json::Map::new();
     let mut kept = Vec::with_capacity(items.len());
     for item in items {
-        if let Some(sel) = &q.label_selector {
-            let labels = item
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .unwrap_or(&empty);
-            if !selector_matches(sel, labels)? {
-                continue;
-            }
+        if q.matches(&item)? {
+            kept.push(item);
         }
-        if let Some(sel) = &q.field_selector
-            && !field_matches(sel, &item)?
-        {
-            continue;
-        }
-        kept.push(item);
     }
     Ok(axum::Json(json!({
         "apiVersion": rt.api_version(),

@@ -44,6 +44,10 @@ pub enum Error {
     /// The backend failed (disk full, IO error, ...).
     #[error("storage backend: {0}")]
     Backend(String),
+    /// A watch asked to resume from a revision the change log no longer
+    /// holds: the client must list again.
+    #[error("too old resource version: {requested} (the oldest still known is {oldest})")]
+    Gone { requested: u64, oldest: u64 },
 }
 
 /// What a write did.
@@ -90,6 +94,9 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, key: &str, op: Write) -> Result<Event, Error>;
     /// The current global revision.
     fn revision(&self) -> Result<u64, Error>;
+    /// Every write after `revision`, in order, or [`Error::Gone`] when the
+    /// change log no longer reaches back that far.
+    fn changes_since(&self, revision: u64) -> Result<Vec<Event>, Error>;
 }
 
 /// Builds keys: `pods/default/hello`, `nodes//pi-1` (cluster-scoped).
@@ -197,6 +204,53 @@ impl Store {
         Ok(self.write(key, Write::Delete { expected }).await?.object)
     }
 
+    /// Every write after `revision` still in the change log, in order.
+    pub async fn changes_since(&self, revision: u64) -> Result<Vec<Event>, Error> {
+        self.blocking(move |b| b.changes_since(revision)).await
+    }
+
+    /// Starts a watch on keys under `prefix`.
+    ///
+    /// With `from = Some(rv)` it replays every write after `rv` from the
+    /// change log, then follows live writes; `Err(Gone)` if the log no longer
+    /// reaches `rv`. With `None` it starts with the current objects (as
+    /// `Added` events at the list's revision), as Kubernetes does for a watch
+    /// without a resourceVersion. Live events are subscribed to *before* the
+    /// backlog is read, so nothing falls between the two.
+    pub async fn watch(&self, prefix: &str, from: Option<u64>) -> Result<Watch, Error> {
+        let live = self.subscribe();
+        let (backlog, last) = match from {
+            Some(rv) => {
+                let events = self.changes_since(rv).await?;
+                (events, rv)
+            }
+            None => {
+                let (items, rev) = self.list(prefix).await?;
+                let events = items
+                    .into_iter()
+                    .map(|object| Event {
+                        type_: EventType::Added,
+                        key: String::new(),
+                        revision: revision_of(&object).unwrap_or(rev),
+                        object,
+                    })
+                    .collect();
+                (events, rev)
+            }
+        };
+        let prefix = prefix.to_string();
+        let backlog: std::collections::VecDeque<Event> = backlog
+            .into_iter()
+            .filter(|e| e.key.is_empty() || e.key.starts_with(&prefix))
+            .collect();
+        Ok(Watch {
+            prefix,
+            backlog,
+            live,
+            last,
+        })
+    }
+
     /// Read-modify-write with retries on conflict. `change` returns `None`
     /// to leave the object as it is. Returns the object as stored.
     pub async fn modify(
@@ -216,6 +270,49 @@ impl Store {
                 other => return other.map(Some),
             }
         }
+    }
+}
+
+/// A stream of store events under one prefix, in revision order, each once.
+pub struct Watch {
+    prefix: String,
+    backlog: std::collections::VecDeque<Event>,
+    live: broadcast::Receiver<Event>,
+    /// The highest revision delivered (or listed); live events at or below
+    /// it were already covered by the backlog.
+    last: u64,
+}
+
+impl Watch {
+    /// The next event; `Err(Gone)` if this watcher fell so far behind that
+    /// events were dropped (the client must relist), `Ok(None)` when the
+    /// store is gone.
+    pub async fn next(&mut self) -> Result<Option<Event>, Error> {
+        if let Some(e) = self.backlog.pop_front() {
+            self.last = self.last.max(e.revision);
+            return Ok(Some(e));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(e) if e.revision <= self.last || !e.key.starts_with(&self.prefix) => continue,
+                Ok(e) => {
+                    self.last = e.revision;
+                    return Ok(Some(e));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Err(Error::Gone {
+                        requested: self.last,
+                        oldest: self.last + 1,
+                    });
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            }
+        }
+    }
+
+    /// The revision of the last event delivered (for bookmarks).
+    pub fn revision(&self) -> u64 {
+        self.last
     }
 }
 

@@ -22,6 +22,7 @@ pub const CHANGE_LOG_LEN: u64 = 10_000;
 /// A redb file holding the hub's objects.
 pub struct RedbBackend {
     db: Database,
+    log_len: u64,
 }
 
 fn backend_err(e: impl std::fmt::Display) -> Error {
@@ -31,6 +32,11 @@ fn backend_err(e: impl std::fmt::Display) -> Error {
 impl RedbBackend {
     /// Opens (or creates) the store file.
     pub fn open(path: &Path) -> Result<RedbBackend, Error> {
+        RedbBackend::open_with_log(path, CHANGE_LOG_LEN)
+    }
+
+    /// Opens the store keeping the last `log_len` writes for watches.
+    pub fn open_with_log(path: &Path, log_len: u64) -> Result<RedbBackend, Error> {
         let db = Database::create(path).map_err(backend_err)?;
         let txn = db.begin_write().map_err(backend_err)?;
         {
@@ -39,7 +45,10 @@ impl RedbBackend {
             txn.open_table(CHANGES).map_err(backend_err)?;
         }
         txn.commit().map_err(backend_err)?;
-        Ok(RedbBackend { db })
+        Ok(RedbBackend {
+            db,
+            log_len: log_len.max(1),
+        })
     }
 }
 
@@ -154,15 +163,52 @@ impl Backend for RedbBackend {
             changes
                 .insert(revision, event_bytes.as_slice())
                 .map_err(backend_err)?;
-            if revision > CHANGE_LOG_LEN {
+            if revision > self.log_len {
                 changes
-                    .remove(revision - CHANGE_LOG_LEN)
+                    .remove(revision - self.log_len)
                     .map_err(backend_err)?;
             }
             event
         };
         txn.commit().map_err(backend_err)?;
         Ok(event)
+    }
+
+    fn changes_since(&self, revision: u64) -> Result<Vec<Event>, Error> {
+        let txn = self.db.begin_read().map_err(backend_err)?;
+        let changes = txn.open_table(CHANGES).map_err(backend_err)?;
+        let current = txn
+            .open_table(META)
+            .map_err(backend_err)?
+            .get("revision")
+            .map_err(backend_err)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        if revision >= current {
+            return Ok(Vec::new());
+        }
+        let oldest = changes
+            .first()
+            .map_err(backend_err)?
+            .map(|(k, _)| k.value())
+            .unwrap_or(current + 1);
+        if revision + 1 < oldest {
+            return Err(Error::Gone {
+                requested: revision,
+                oldest,
+            });
+        }
+        let mut events = Vec::new();
+        for entry in changes.range(revision + 1..).map_err(backend_err)? {
+            let (k, v) = entry.map_err(backend_err)?;
+            let event: Event =
+                serde_json::from_slice(v.value()).map_err(|source| Error::Corrupt {
+                    key: format!("change {}", k.value()),
+                    source,
+                })?;
+            events.push(event);
+        }
+        Ok(events)
     }
 
     fn revision(&self) -> Result<u64, Error> {

@@ -152,3 +152,76 @@ async fn modify_retries_until_it_wins() {
     assert_eq!(out["n"], 1);
     assert_eq!(revision_of(&out), Some(3));
 }
+
+#[tokio::test]
+async fn a_watch_resumes_from_any_revision_still_in_the_log() {
+    let (_dir, store) = open();
+    store.create("pods/default/a", obj("a")).await.unwrap();
+    store.create("nodes//n", obj("n")).await.unwrap();
+    store
+        .update("pods/default/a", obj("a"), None)
+        .await
+        .unwrap();
+    // From revision 1: the update of a at 3 (the node is outside the prefix).
+    let mut w = store.watch("pods/", Some(1)).await.unwrap();
+    let e = w.next().await.unwrap().unwrap();
+    assert_eq!((e.type_, e.revision), (EventType::Modified, 3));
+    // Then live writes, once each.
+    store.delete("pods/default/a", None).await.unwrap();
+    let e = w.next().await.unwrap().unwrap();
+    assert_eq!((e.type_, e.revision), (EventType::Deleted, 4));
+}
+
+#[tokio::test]
+async fn a_watch_without_revision_starts_with_the_current_objects() {
+    let (_dir, store) = open();
+    store.create("pods/default/a", obj("a")).await.unwrap();
+    store.create("pods/default/b", obj("b")).await.unwrap();
+    let mut w = store.watch("pods/", None).await.unwrap();
+    let first = w.next().await.unwrap().unwrap();
+    let second = w.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.type_, second.type_),
+        (EventType::Added, EventType::Added)
+    );
+    assert_eq!(w.revision(), 2);
+    store.create("pods/default/c", obj("c")).await.unwrap();
+    assert_eq!(w.next().await.unwrap().unwrap().revision, 3);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_revision_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(RedbBackend::open_with_log(&dir.path().join("s.redb"), 3).unwrap());
+    for i in 0..6 {
+        store
+            .create(&format!("pods/default/p{i}"), obj("p"))
+            .await
+            .unwrap();
+    }
+    // Revisions 4..=6 are kept: resuming after 3 works, after 2 does not.
+    assert_eq!(store.changes_since(3).await.unwrap().len(), 3);
+    assert!(matches!(
+        store.watch("pods/", Some(2)).await,
+        Err(Error::Gone {
+            requested: 2,
+            oldest: 4
+        })
+    ));
+    assert!(store.changes_since(6).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_change_log_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let store = Store::new(RedbBackend::open(&path).unwrap());
+        store.create("pods/default/a", obj("a")).await.unwrap();
+        store.delete("pods/default/a", None).await.unwrap();
+    }
+    let store = Store::new(RedbBackend::open(&path).unwrap());
+    let events = store.changes_since(0).await.unwrap();
+    let seen: Vec<_> = events.iter().map(|e| (e.type_, e.revision)).collect();
+    assert_eq!(seen, [(EventType::Added, 1), (EventType::Deleted, 2)]);
+}

@@ -144,6 +144,23 @@ impl Client {
         self.json(req).await
     }
 
+    /// Watches `path` (a collection path) from `resource_version` (`None`:
+    /// start with the current objects). Each event is `{type, object}`.
+    pub async fn watch(&self, path: &str, resource_version: Option<&str>) -> Result<Watch, Error> {
+        let mut req = self
+            .request(reqwest::Method::GET, path)
+            .query(&[("watch", "true")]);
+        if let Some(rv) = resource_version {
+            req = req.query(&[("resourceVersion", rv)]);
+        }
+        let resp = self.send(req).await?;
+        Ok(Watch {
+            resp,
+            buf: Vec::new(),
+            server: self.server.clone(),
+        })
+    }
+
     /// Uploads a Wasm module, optionally tagging it `name:tag`.
     pub async fn push_module(
         &self,
@@ -179,5 +196,39 @@ impl Client {
             server: self.server.clone(),
             reason: root_cause(&e),
         })
+    }
+}
+
+/// An open watch: events as the hub sends them, one JSON object per line.
+pub struct Watch {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    server: String,
+}
+
+impl Watch {
+    /// The next event, or `None` when the hub ended the watch.
+    pub async fn next(&mut self) -> Option<Result<Value, Error>> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                return Some(
+                    serde_json::from_slice(&line).map_err(|e| Error::Unexpected {
+                        code: 200,
+                        body: format!("malformed watch event: {e}"),
+                    }),
+                );
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                Ok(None) => return None,
+                Err(e) => {
+                    return Some(Err(Error::Unreachable {
+                        server: self.server.clone(),
+                        reason: root_cause(&e),
+                    }));
+                }
+            }
+        }
     }
 }
