@@ -81,6 +81,10 @@ async fn mqtt_round_trip(broker_url: &str) -> Duration {
     let mut opts = MqttOptions::new("bench-floor", host, port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    // As the hub and the agent do.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     client
         .subscribe("bench/rtt", QoS::AtLeastOnce)
         .await

@@ -28,8 +28,11 @@ use crate::modules::{Fetcher, Outbox};
 use crate::pods::{Change, Supervisor};
 use crate::state::State;
 
-/// Status changes are coalesced for this long before being published.
-pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(100);
+/// Status changes are coalesced for this long before being published: long
+/// enough that a pod's Pending → Running (microseconds apart with cached
+/// code) and pods started together share one message, short enough not to
+/// show in apply → Running latency.
+pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// MQTT keepalive: an idle node costs one ping every this often.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);

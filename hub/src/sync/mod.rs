@@ -24,6 +24,9 @@ pub use self::desired::Tracker;
 use crate::modules::ModuleStore;
 use crate::store::{self, EventType, Store};
 
+/// How long desired-state changes are coalesced before they are sent.
+const DESIRED_DEBOUNCE: Duration = Duration::from_millis(5);
+
 /// How long the hub waits for an agent to answer a log request.
 const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,7 +137,11 @@ pub async fn start(
             2 * protocol::MAX_MESSAGE_BYTES,
         )
         .set_request_channel_capacity(1024);
-    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Small protocol messages must not wait for Nagle + delayed ACK (~40 ms a hop).
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (tx, rx) = mpsc::unbounded_channel();
     let (connected_tx, connected) = oneshot::channel();
     tokio::spawn(pump(eventloop, client.clone(), tx, connected_tx));
@@ -160,6 +167,7 @@ pub async fn start(
         modules,
         handle: handle.clone(),
         dirty: HashSet::new(),
+        dirty_since: tokio::time::Instant::now(),
         offline_since: HashMap::new(),
         started: Instant::now(),
     };
@@ -221,6 +229,8 @@ struct Worker {
     tracker: Tracker,
     /// Nodes whose desired state changed and has not been sent yet.
     dirty: HashSet<String>,
+    /// When `dirty` last went from empty to not empty.
+    dirty_since: tokio::time::Instant,
     /// Nodes whose agent went away, and when.
     offline_since: HashMap<String, Instant>,
     started: Instant,
@@ -236,9 +246,17 @@ fn node_key(name: &str) -> String {
 
 impl Worker {
     async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
-        let mut flush = tokio::time::interval(Duration::from_millis(50));
         let mut lifecycle = tokio::time::interval(Duration::from_secs(1));
         loop {
+            // Desired state goes out shortly after the first change, so that
+            // a burst of writes for one node becomes one message.
+            let flush_at = (!self.dirty.is_empty()).then(|| self.dirty_since + DESIRED_DEBOUNCE);
+            let flush = async move {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 msg = incoming.recv() => match msg {
                     Some(p) => self.on_publish(p).await,
@@ -252,7 +270,7 @@ impl Worker {
                     }
                     Err(_) => return,
                 },
-                _ = flush.tick() => self.flush().await,
+                _ = flush => self.flush().await,
                 _ = lifecycle.tick() => self.node_lifecycle().await,
             }
         }
@@ -265,6 +283,9 @@ impl Worker {
                 let old = std::mem::replace(&mut self.tracker, Tracker::new(&pods, revision));
                 drop(old);
                 let online: Vec<String> = self.handle.shared().online.iter().cloned().collect();
+                if self.dirty.is_empty() {
+                    self.dirty_since = tokio::time::Instant::now();
+                }
                 self.dirty.extend(online);
             }
             Err(e) => tracing::error!(error = %e, "cannot list pods to rebuild sync state"),
@@ -277,6 +298,9 @@ impl Worker {
         }
         let pod = (e.type_ != EventType::Deleted).then_some(&e.object);
         let changed = self.tracker.apply(&e.key, pod, e.revision);
+        if self.dirty.is_empty() && !changed.is_empty() {
+            self.dirty_since = tokio::time::Instant::now();
+        }
         self.dirty.extend(changed);
     }
 
