@@ -59,6 +59,13 @@ fn decode(key: &str, bytes: &[u8]) -> Result<Value, Error> {
     })
 }
 
+/// The global revision as of a read transaction.
+fn read_revision(txn: &redb::ReadTransaction) -> Result<u64, Error> {
+    let meta = txn.open_table(META).map_err(backend_err)?;
+    let revision = meta.get("revision").map_err(backend_err)?;
+    Ok(revision.map(|v| v.value()).unwrap_or(0))
+}
+
 fn set_revision(object: &mut Value, revision: u64) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(
@@ -81,13 +88,7 @@ impl Backend for RedbBackend {
     fn list(&self, prefix: &str) -> Result<(Vec<Value>, u64), Error> {
         let txn = self.db.begin_read().map_err(backend_err)?;
         let table = txn.open_table(OBJECTS).map_err(backend_err)?;
-        let revision = txn
-            .open_table(META)
-            .map_err(backend_err)?
-            .get("revision")
-            .map_err(backend_err)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let revision = read_revision(&txn)?;
         let mut items = Vec::new();
         for entry in table.range(prefix..).map_err(backend_err)? {
             let (k, v) = entry.map_err(backend_err)?;
@@ -177,13 +178,7 @@ impl Backend for RedbBackend {
     fn changes_since(&self, revision: u64) -> Result<Vec<Event>, Error> {
         let txn = self.db.begin_read().map_err(backend_err)?;
         let changes = txn.open_table(CHANGES).map_err(backend_err)?;
-        let current = txn
-            .open_table(META)
-            .map_err(backend_err)?
-            .get("revision")
-            .map_err(backend_err)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let current = read_revision(&txn)?;
         if revision >= current {
             return Ok(Vec::new());
         }
@@ -212,12 +207,6 @@ impl Backend for RedbBackend {
     }
 
     fn revision(&self) -> Result<u64, Error> {
-        let txn = self.db.begin_read().map_err(backend_err)?;
-        let meta = txn.open_table(META).map_err(backend_err)?;
-        Ok(meta
-            .get("revision")
-            .map_err(backend_err)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        read_revision(&self.db.begin_read().map_err(backend_err)?)
     }
 }
