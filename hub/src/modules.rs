@@ -58,10 +58,6 @@ impl ModuleStore {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn blob_path(&self, hex: &str) -> PathBuf {
         self.dir.join("blobs/sha256").join(hex)
     }

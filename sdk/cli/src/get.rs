@@ -41,24 +41,17 @@ pub async fn get(
         }
         items
     };
-    let single = names.len() == 1;
+    // One object is printed as itself, several as a List, as kubectl does.
+    let document = |items: Vec<Value>| {
+        if names.len() == 1 {
+            items.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            as_list(items)
+        }
+    };
     match output {
-        Some("json") => {
-            let v = if single {
-                items[0].clone()
-            } else {
-                as_list(items)
-            };
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Some("yaml") => {
-            let v = if single {
-                items[0].clone()
-            } else {
-                as_list(items)
-            };
-            print!("{}", serde_yaml::to_string(&v)?);
-        }
+        Some("json") => println!("{}", serde_json::to_string_pretty(&document(items))?),
+        Some("yaml") => print!("{}", serde_yaml::to_string(&document(items))?),
         Some("name") => {
             for i in &items {
                 println!(
