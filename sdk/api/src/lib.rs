@@ -4,13 +4,20 @@
 //! This crate does no IO, so that the hub, the agent, the client, the CLI and
 //! tests all agree on one definition of every shape and cannot drift apart.
 
+pub mod apps;
+pub mod batch;
 pub mod config;
 pub mod core;
+pub mod cron;
+pub mod data;
+pub mod event;
 pub mod meta;
 pub mod module;
+pub mod policy;
 pub mod protocol;
 pub mod quantity;
 pub mod resource;
+pub mod selector;
 pub mod validation;
 
 pub use crate::core::{Container, Node, Pod, PodSpec, PodStatus};

@@ -15,37 +15,102 @@ pub struct ResourceType {
     pub singular: &'static str,
     pub short_names: &'static [&'static str],
     pub namespaced: bool,
+    /// Has a `status` subresource: `PUT .../status` writes only the status,
+    /// and a plain update keeps the stored one.
+    pub status: bool,
+    /// Has a `scale` subresource (`spoke scale`).
+    pub scale: bool,
+}
+
+/// Shorthand for the table below.
+const fn kind(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+    namespaced: bool,
+) -> ResourceType {
+    ResourceType {
+        group,
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        short_names,
+        namespaced,
+        status: true,
+        scale: false,
+    }
+}
+
+const fn without_status(mut rt: ResourceType) -> ResourceType {
+    rt.status = false;
+    rt
+}
+
+const fn with_scale(mut rt: ResourceType) -> ResourceType {
+    rt.scale = true;
+    rt
 }
 
 /// Every kind the hub serves, in the order users need them.
 pub const RESOURCES: &[ResourceType] = &[
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Namespace",
-        plural: "namespaces",
-        singular: "namespace",
-        short_names: &["ns"],
-        namespaced: false,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Pod",
-        plural: "pods",
-        singular: "pod",
-        short_names: &["po"],
-        namespaced: true,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Node",
-        plural: "nodes",
-        singular: "node",
-        short_names: &["no"],
-        namespaced: false,
-    },
+    kind("", "Namespace", "namespaces", "namespace", &["ns"], false),
+    kind("", "Pod", "pods", "pod", &["po"], true),
+    kind("", "Node", "nodes", "node", &["no"], false),
+    with_scale(kind(
+        "apps",
+        "Deployment",
+        "deployments",
+        "deployment",
+        &["deploy"],
+        true,
+    )),
+    with_scale(kind(
+        "apps",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        &["rs"],
+        true,
+    )),
+    kind(
+        "apps",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        &["ds"],
+        true,
+    ),
+    kind("batch", "Job", "jobs", "job", &[], true),
+    kind("batch", "CronJob", "cronjobs", "cronjob", &["cj"], true),
+    without_status(kind(
+        "",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        &["cm"],
+        true,
+    )),
+    without_status(kind("", "Secret", "secrets", "secret", &[], true)),
+    without_status(kind("", "Event", "events", "event", &["ev"], true)),
+    kind(
+        "",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        &["quota"],
+        true,
+    ),
+    without_status(kind(
+        "",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        &["limits"],
+        true,
+    )),
 ];
 
 impl ResourceType {
@@ -125,5 +190,26 @@ mod tests {
         );
         assert_eq!(ResourceType::for_manifest("v1", "Pod"), Some(pods));
         assert_eq!(ResourceType::for_manifest("apps/v1", "Pod"), None);
+        let deploy = ResourceType::lookup("deploy").unwrap();
+        assert_eq!(
+            deploy.object_path(Some("edge"), "web"),
+            "/apis/apps/v1/namespaces/edge/deployments/web"
+        );
+        assert_eq!(
+            ResourceType::for_manifest("batch/v1", "CronJob")
+                .unwrap()
+                .plural,
+            "cronjobs"
+        );
+    }
+
+    #[test]
+    fn every_word_names_one_kind() {
+        let mut seen = std::collections::BTreeSet::new();
+        for rt in RESOURCES {
+            for w in [rt.plural, rt.singular].iter().chain(rt.short_names) {
+                assert!(seen.insert(*w), "{w} names two kinds");
+            }
+        }
     }
 }

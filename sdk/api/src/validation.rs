@@ -8,7 +8,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::core::Pod;
+use crate::core::{Pod, PodSpec};
 use crate::meta::ObjectMeta;
 use crate::module::ImageRef;
 
@@ -24,17 +24,17 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
             reason,
             message: message.into(),
         }
     }
-    fn required(field: impl Into<String>) -> Self {
+    pub fn required(field: impl Into<String>) -> Self {
         FieldError::new(field, "FieldValueRequired", "Required value")
     }
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError::new(field, "FieldValueInvalid", message)
     }
 }
@@ -177,33 +177,40 @@ pub fn validate_meta(meta: &ObjectMeta, namespaced: bool, errs: &mut Vec<FieldEr
 pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     let mut errs = Vec::new();
     validate_meta(&pod.metadata, true, &mut errs);
-    let spec = &pod.spec;
+    validate_pod_spec(&pod.spec, "spec", &mut errs);
+    errs
+}
+
+/// Checks a pod spec found at `at` (`spec` in a pod, `spec.template.spec`
+/// in a Deployment), so templates are held to the rules of the pods they
+/// make.
+pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
     if spec.containers.is_empty() {
-        errs.push(FieldError::required("spec.containers"));
+        errs.push(FieldError::required(format!("{at}.containers")));
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, c) in spec.containers.iter().enumerate() {
-        let at = |f: &str| format!("spec.containers[{i}].{f}");
+        let at_c = |f: &str| format!("{at}.containers[{i}].{f}");
         if c.name.is_empty() {
-            errs.push(FieldError::required(at("name")));
+            errs.push(FieldError::required(at_c("name")));
         } else if let Err(m) = dns1123_label(&c.name) {
-            errs.push(FieldError::invalid(at("name"), m));
+            errs.push(FieldError::invalid(at_c("name"), m));
         } else if !names.insert(c.name.as_str()) {
             errs.push(FieldError::new(
-                at("name"),
+                at_c("name"),
                 "FieldValueDuplicate",
                 format!("Duplicate value: \"{}\"", c.name),
             ));
         }
         if c.image.is_empty() {
-            errs.push(FieldError::required(at("image")));
+            errs.push(FieldError::required(at_c("image")));
         } else if let Err(e) = ImageRef::parse(&c.image) {
-            errs.push(FieldError::invalid(at("image"), e.to_string()));
+            errs.push(FieldError::invalid(at_c("image"), e.to_string()));
         }
         for (j, e) in c.env.iter().enumerate() {
             if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
                 errs.push(FieldError::invalid(
-                    format!("spec.containers[{i}].env[{j}].name"),
+                    format!("{at}.containers[{i}].env[{j}].name"),
                     "must be non-empty and contain no '=' or NUL",
                 ));
             }
@@ -213,7 +220,7 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
             ("limits", &c.resources.limits),
         ] {
             for (res, q) in map {
-                let field = format!("spec.containers[{i}].resources.{which}.{res}");
+                let field = format!("{at}.containers[{i}].resources.{which}.{res}");
                 let parsed = match res.as_str() {
                     "cpu" => q.to_milli(),
                     "memory" => q.to_units(),
@@ -234,7 +241,7 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
         for (j, p) in c.ports.iter().enumerate() {
             if !(1..=65535).contains(&p.container_port) {
                 errs.push(FieldError::invalid(
-                    format!("spec.containers[{i}].ports[{j}].containerPort"),
+                    format!("{at}.containers[{i}].ports[{j}].containerPort"),
                     "must be between 1 and 65535, inclusive",
                 ));
             }
@@ -244,7 +251,7 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
         && !["Always", "OnFailure", "Never"].contains(&p.as_str())
     {
         errs.push(FieldError::new(
-            "spec.restartPolicy",
+            format!("{at}.restartPolicy"),
             "FieldValueNotSupported",
             format!(
                 "Unsupported value: \"{p}\": supported values: \"Always\", \"OnFailure\", \"Never\""
@@ -254,17 +261,16 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     if let Some(node) = &spec.node_name
         && let Err(m) = dns1123_subdomain(node)
     {
-        errs.push(FieldError::invalid("spec.nodeName", m));
+        errs.push(FieldError::invalid(format!("{at}.nodeName"), m));
     }
     if let Some(g) = spec.termination_grace_period_seconds
         && g < 0
     {
         errs.push(FieldError::invalid(
-            "spec.terminationGracePeriodSeconds",
+            format!("{at}.terminationGracePeriodSeconds"),
             "must be >= 0",
         ));
     }
-    errs
 }
 
 #[cfg(test)]
