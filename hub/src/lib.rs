@@ -7,6 +7,8 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod controllers;
+pub mod events;
 pub mod modules;
 pub mod scheduler;
 pub mod store;
@@ -77,6 +79,7 @@ pub async fn run(
     )
     .await?;
     tokio::spawn(scheduler::run(store.clone()));
+    controllers::spawn(store.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

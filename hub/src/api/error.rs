@@ -33,6 +33,13 @@ pub enum Error {
     Timeout(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// A path that names no resource.
+    #[error("{0}")]
+    NotFoundPath(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A watch asked for a revision that was compacted away: relist.
     #[error("{0}")]
     Expired(String),
@@ -76,6 +83,11 @@ impl Error {
             Error::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             Error::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            Error::NotFoundPath(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
+            }
             Error::Expired(_) => (StatusCode::GONE, "Expired"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }

@@ -1,150 +1,85 @@
-//! Generic create/get/list/update/delete for every kind in
-//! [`spoke_api::resource::RESOURCES`], with the server-owned metadata and
-//! per-kind admission (strict decoding and validation) done here, once.
+//! Generic get/list/watch/create/update/patch/delete for every kind in
+//! [`spoke_api::resource::RESOURCES`], with the `status` and `scale`
+//! subresources and pod logs. Server-owned metadata is set here, once;
+//! per-kind rules live in [`super::admission`], deletion in
+//! [`super::deletion`].
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spoke_api::core::{Namespace, Node, Pod};
 use spoke_api::resource::{RESOURCES, ResourceType};
-use spoke_api::validation::{self, FieldError, decode_strict};
+use spoke_api::selector::Selector;
+use spoke_api::validation::FieldError;
 
+use super::admission::{admit, select_job_pods};
+use super::deletion::{self, DeleteOptions};
+use super::patch;
 use super::{Error, State as AppState};
 use crate::store::{self, Store, revision_of};
+
+/// Path parameters: `ns` for namespaced kinds, `name` for one object.
+type Params = Path<HashMap<String, String>>;
 
 pub(super) fn routes() -> Router<AppState> {
     let mut router = Router::new();
     for rt in RESOURCES {
-        let root = rt.collection_path(None);
-        if rt.namespaced {
-            let coll = format!(
-                "{}/namespaces/{{ns}}/{}",
-                root.trim_end_matches(&format!("/{}", rt.plural)),
-                rt.plural
-            );
-            router = router
-                .route(
-                    &root,
-                    get(move |s: State<AppState>, q: Query<ListQuery>| list(s, rt, None, q)),
-                )
-                .route(
-                    &coll,
-                    get(
-                        move |s: State<AppState>, Path(ns): Path<String>, q: Query<ListQuery>| {
-                            list(s, rt, Some(ns), q)
-                        },
-                    )
-                    .post(
-                        move |s: State<AppState>,
-                              Path(ns): Path<String>,
-                              h: HeaderMap,
-                              b: Bytes| { create(s, rt, Some(ns), h, b) },
-                    ),
-                )
-                .route(
-                    &format!("{coll}/{{name}}"),
-                    get(
-                        move |s: State<AppState>, Path((ns, name)): Path<(String, String)>| {
-                            read(s, rt, Some(ns), name)
-                        },
-                    )
-                    .put(
-                        move |s: State<AppState>,
-                              Path((ns, name)): Path<(String, String)>,
-                              h: HeaderMap,
-                              b: Bytes| {
-                            update(s, rt, Some(ns), name, h, b, false)
-                        },
-                    )
-                    .delete(
-                        move |s: State<AppState>,
-                              Path((ns, name)): Path<(String, String)>,
-                              q: Query<DeleteQuery>,
-                              b: Bytes| {
-                            delete(s, rt, Some(ns), name, q, b)
-                        },
-                    ),
-                )
-                .route(
-                    &format!("{coll}/{{name}}/status"),
-                    get(
-                        move |s: State<AppState>, Path((ns, name)): Path<(String, String)>| {
-                            read(s, rt, Some(ns), name)
-                        },
-                    )
-                    .put(
-                        move |s: State<AppState>,
-                              Path((ns, name)): Path<(String, String)>,
-                              h: HeaderMap,
-                              b: Bytes| {
-                            update(s, rt, Some(ns), name, h, b, true)
-                        },
-                    ),
-                );
-            if rt.kind == "Pod" {
-                router = router.route(
-                    &format!("{coll}/{{name}}/log"),
-                    get(
-                        move |s: State<AppState>,
-                              Path((ns, name)): Path<(String, String)>,
-                              q: Query<LogQuery>| {
-                            pod_log(s, ns, name, q)
-                        },
-                    ),
-                );
-            }
+        let all = rt.collection_path(None);
+        let coll = if rt.namespaced {
+            rt.collection_path(Some("{ns}"))
         } else {
-            router = router
-                .route(
-                    &root,
-                    get(move |s: State<AppState>, q: Query<ListQuery>| list(s, rt, None, q)).post(
-                        move |s: State<AppState>, h: HeaderMap, b: Bytes| create(s, rt, None, h, b),
-                    ),
-                )
-                .route(
-                    &format!("{root}/{{name}}"),
-                    get(move |s: State<AppState>, Path(name): Path<String>| {
-                        read(s, rt, None, name)
-                    })
-                    .put(
-                        move |s: State<AppState>,
-                              Path(name): Path<String>,
-                              h: HeaderMap,
-                              b: Bytes| {
-                            update(s, rt, None, name, h, b, false)
-                        },
-                    )
-                    .delete(
-                        move |s: State<AppState>,
-                              Path(name): Path<String>,
-                              q: Query<DeleteQuery>,
-                              b: Bytes| { delete(s, rt, None, name, q, b) },
-                    ),
-                )
-                .route(
-                    &format!("{root}/{{name}}/status"),
-                    get(move |s: State<AppState>, Path(name): Path<String>| {
-                        read(s, rt, None, name)
-                    })
-                    .put(
-                        move |s: State<AppState>,
-                              Path(name): Path<String>,
-                              h: HeaderMap,
-                              b: Bytes| {
-                            update(s, rt, None, name, h, b, true)
-                        },
-                    ),
-                );
+            all.clone()
+        };
+        let item = format!("{coll}/{{name}}");
+        if rt.namespaced {
+            router = router.route(&all, get(move |s, p, q| list(s, rt, p, q)));
+        }
+        router = router
+            .route(
+                &coll,
+                get(move |s, p, q| list(s, rt, p, q))
+                    .post(move |s, p, h, b| create(s, rt, p, h, b))
+                    .delete(move |s, p, q, l, h, b| delete_collection(s, rt, p, q, l, h, b)),
+            )
+            .route(&item, object_routes(rt, Sub::Main));
+        if rt.status {
+            router = router.route(&format!("{item}/status"), object_routes(rt, Sub::Status));
+        }
+        if rt.scale {
+            router = router.route(&format!("{item}/scale"), object_routes(rt, Sub::Scale));
+        }
+        if rt.kind == "Pod" {
+            router = router.route(&format!("{item}/log"), get(pod_log));
         }
     }
     router
+}
+
+/// Which part of an object a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Main,
+    Status,
+    Scale,
+}
+
+fn object_routes(rt: &'static ResourceType, sub: Sub) -> MethodRouter<AppState> {
+    let r = get(move |s, p| read(s, rt, p, sub))
+        .put(move |s, p, h, b| update(s, rt, p, h, b, sub))
+        .patch(move |s, p, h, b| patch_object(s, rt, p, h, b, sub));
+    if sub == Sub::Main {
+        r.delete(move |s, p, q, h, b| delete(s, rt, p, q, h, b))
+    } else {
+        r
+    }
 }
 
 /// Now, as Kubernetes writes timestamps.
@@ -152,13 +87,16 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// The namespace (if the kind has one) and name of a request.
+fn scope(rt: &ResourceType, params: &HashMap<String, String>) -> (Option<String>, String) {
+    let ns = params.get("ns").cloned().filter(|_| rt.namespaced);
+    (ns, params.get("name").cloned().unwrap_or_default())
+}
+
 /// Reads a request body as JSON, or YAML when the client says so. A body
 /// without Content-Type is JSON (the official Python client sends none).
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Error> {
-    let yaml = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("yaml"));
+    let yaml = content_type(headers).contains("yaml");
     let value: Value = if yaml {
         serde_yaml::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("request body is not valid YAML: {e}")))?
@@ -166,10 +104,22 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Error> {
         serde_json::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("request body is not valid JSON: {e}")))?
     };
+    Ok(value)
+}
+
+fn parse_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, Error> {
+    let value = parse_body(headers, body)?;
     if !value.is_object() {
         return Err(Error::BadRequest("request body must be an object".into()));
     }
     Ok(value)
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn name_of(v: &Value) -> String {
@@ -179,52 +129,11 @@ fn name_of(v: &Value) -> String {
         .to_string()
 }
 
-/// Decodes and validates an object of kind `rt`; returns it re-encoded, so
-/// that only known fields are stored.
-fn admit(rt: &ResourceType, value: Value) -> Result<Value, Error> {
-    let name = name_of(&value);
-    let invalid = |causes: Vec<FieldError>| Error::Invalid {
-        kind: rt.kind.to_string(),
-        name: name.clone(),
-        causes,
-    };
-    let encoded = match rt.kind {
-        "Pod" => {
-            let pod: Pod = decode_strict(value).map_err(invalid)?;
-            let errs = validation::validate_pod(&pod);
-            if !errs.is_empty() {
-                return Err(invalid(errs));
-            }
-            serde_json::to_value(pod)
-        }
-        "Node" => {
-            let node: Node = decode_strict(value).map_err(invalid)?;
-            let mut errs = Vec::new();
-            validation::validate_meta(&node.metadata, false, &mut errs);
-            if !errs.is_empty() {
-                return Err(invalid(errs));
-            }
-            serde_json::to_value(node)
-        }
-        "Namespace" => {
-            let ns: Namespace = decode_strict(value).map_err(invalid)?;
-            let mut errs = Vec::new();
-            validation::validate_meta(&ns.metadata, false, &mut errs);
-            if let Err(m) = validation::dns1123_label(&ns.metadata.name) {
-                errs.push(FieldError {
-                    field: "metadata.name".into(),
-                    reason: "FieldValueInvalid",
-                    message: m,
-                });
-            }
-            if !errs.is_empty() {
-                return Err(invalid(errs));
-            }
-            serde_json::to_value(ns)
-        }
-        other => return Err(Error::Internal(format!("no admission for kind {other}"))),
-    };
-    encoded.map_err(|e| Error::Internal(e.to_string()))
+fn not_found(rt: &ResourceType, name: &str) -> Error {
+    Error::NotFound {
+        kind: rt.plural.to_string(),
+        name: name.to_string(),
+    }
 }
 
 /// Checks `apiVersion`/`kind` against the route and fills them in if absent.
@@ -261,23 +170,27 @@ fn check_namespace(value: &mut Value, namespace: Option<&str>) -> Result<(), Err
     Ok(())
 }
 
+/// A namespaced create needs its namespace to exist and not be going away.
 async fn ensure_namespace(
     store: &Store,
     rt: &ResourceType,
     namespace: Option<&str>,
 ) -> Result<(), Error> {
-    if let (true, Some(ns)) = (rt.namespaced, namespace)
-        && store
-            .get(&store::key("namespaces", None, ns))
-            .await?
-            .is_none()
-    {
-        return Err(Error::NotFound {
+    let (true, Some(ns)) = (rt.namespaced, namespace) else {
+        return Ok(());
+    };
+    match store.get(&store::key("namespaces", None, ns)).await? {
+        None => Err(Error::NotFound {
             kind: "namespaces".into(),
             name: ns.to_string(),
-        });
+        }),
+        Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+            Err(Error::Forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            )))
+        }
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 fn random_suffix() -> String {
@@ -301,19 +214,27 @@ pub async fn create_object(
         value["metadata"] = json!({});
     }
     check_namespace(&mut value, namespace.filter(|_| rt.namespaced))?;
-    if name_of(&value).is_empty()
-        && let Some(prefix) = value
-            .pointer("/metadata/generateName")
-            .and_then(Value::as_str)
-    {
+    let generated = name_of(&value).is_empty() && value.pointer("/metadata/generateName").is_some();
+    if generated {
+        let prefix = value["metadata"]["generateName"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         value["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
+    }
+    if rt.status && !matches!(rt.kind, "Node") {
+        // Status is for controllers and agents to write, not creators.
+        if let Some(m) = value.as_object_mut() {
+            m.remove("status");
+        }
     }
     let mut value = admit(rt, value)?;
     ensure_namespace(store, rt, namespace).await?;
+    let uid = uuid::Uuid::new_v4().to_string();
     let meta = value["metadata"]
         .as_object_mut()
-        .expect("admitted objects have metadata");
-    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        .ok_or_else(|| Error::Internal("admitted object without metadata".into()))?;
+    meta.insert("uid".into(), json!(uid));
     meta.insert("creationTimestamp".into(), json!(now()));
     meta.insert("generation".into(), json!(1));
     for owned in [
@@ -323,19 +244,28 @@ pub async fn create_object(
     ] {
         meta.remove(owned);
     }
-    if rt.kind == "Pod" {
-        // Status is the scheduler's and the agent's to write.
-        value["status"] = json!({"phase": "Pending"});
-    }
-    if rt.kind == "Namespace" {
-        value["status"] = json!({"phase": "Active"});
+    match rt.kind {
+        "Pod" => value["status"] = json!({"phase": "Pending"}),
+        "Namespace" => value["status"] = json!({"phase": "Active"}),
+        "Job" => select_job_pods(&mut value, &uid),
+        _ => {}
     }
     let name = name_of(&value);
     let key = store::key(rt.plural, namespace.filter(|_| rt.namespaced), &name);
-    store
-        .create(&key, value)
-        .await
-        .map_err(|e| Error::from_store(e, rt.plural, &name))
+    match store.create(&key, value.clone()).await {
+        // A generated name that collides gets one more draw, as in Kubernetes.
+        Err(store::Error::AlreadyExists) if generated => {
+            let prefix = value["metadata"]["generateName"].as_str().unwrap_or("");
+            let name = format!("{prefix}{}", random_suffix());
+            value["metadata"]["name"] = json!(name);
+            let key = store::key(rt.plural, namespace.filter(|_| rt.namespaced), &name);
+            store
+                .create(&key, value)
+                .await
+                .map_err(|e| Error::from_store(e, rt.plural, &name))
+        }
+        other => other.map_err(|e| Error::from_store(e, rt.plural, &name)),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -347,310 +277,539 @@ pub(super) struct ListQuery {
     pub(super) resource_version: Option<String>,
     pub(super) allow_watch_bookmarks: Option<bool>,
     pub(super) timeout_seconds: Option<u64>,
+    pub(super) limit: Option<usize>,
+    #[serde(rename = "continue")]
+    pub(super) continue_token: Option<String>,
 }
 
-impl ListQuery {
-    /// Whether `object` passes the label and field selectors.
-    pub(super) fn matches(&self, object: &Value) -> Result<bool, Error> {
-        if let Some(sel) = &self.label_selector {
-            let empty = serde_json::Map::new();
+/// A list or watch filter, parsed once per request.
+pub(super) struct Filter {
+    labels: Selector,
+    fields: Vec<(String, String, bool)>,
+}
+
+impl Filter {
+    pub(super) fn parse(q: &ListQuery) -> Result<Filter, Error> {
+        let labels = Selector::parse(q.label_selector.as_deref().unwrap_or(""))
+            .map_err(|e| Error::BadRequest(format!("labelSelector: {e}")))?;
+        let mut fields = Vec::new();
+        for term in q
+            .field_selector
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let (field, want, equal) = if let Some((k, v)) = term.split_once("!=") {
+                (k, v, false)
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (k, v, true)
+            } else {
+                return Err(Error::BadRequest(format!(
+                    "fieldSelector: unable to parse \"{term}\" (expected field=value or field!=value)"
+                )));
+            };
+            let pointer = match field.trim() {
+                "metadata.name" => "/metadata/name",
+                "metadata.namespace" => "/metadata/namespace",
+                "spec.nodeName" => "/spec/nodeName",
+                "status.phase" => "/status/phase",
+                "involvedObject.name" => "/involvedObject/name",
+                "involvedObject.kind" => "/involvedObject/kind",
+                "involvedObject.uid" => "/involvedObject/uid",
+                "type" => "/type",
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "fieldSelector: field label not supported: {other} (supported: metadata.name, metadata.namespace, spec.nodeName, status.phase, involvedObject.name, involvedObject.kind, involvedObject.uid, type)"
+                    )));
+                }
+            };
+            fields.push((pointer.to_string(), want.trim().to_string(), equal));
+        }
+        Ok(Filter { labels, fields })
+    }
+
+    pub(super) fn matches(&self, object: &Value) -> bool {
+        if !self.labels.is_empty() {
             let labels = object
                 .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .unwrap_or(&empty);
-            if !selector_matches(sel, labels)? {
-                return Ok(false);
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            if !self.labels.matches(&labels) {
+                return false;
             }
         }
-        match &self.field_selector {
-            Some(sel) => field_matches(sel, object),
-            None => Ok(true),
-        }
+        self.fields.iter().all(|(pointer, want, equal)| {
+            let got = object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            (got == want) == *equal
+        })
     }
 }
 
-/// `a=b,c!=d` equality selectors on labels; enough for `-l app=hello`.
-fn selector_matches(
-    selector: &str,
-    labels: &serde_json::Map<String, Value>,
-) -> Result<bool, Error> {
-    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (key, want, equal) = if let Some((k, v)) = term.split_once("!=") {
-            (k, v, false)
-        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            (k, v, true)
-        } else {
-            return Err(Error::BadRequest(format!(
-                "unable to parse selector term \"{term}\": only key=value and key!=value are supported yet"
-            )));
-        };
-        let got = labels.get(key.trim()).and_then(Value::as_str);
-        if (got == Some(want.trim())) != equal {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+/// Where the next page starts: the list's revision and the last key sent.
+#[derive(serde::Serialize, Deserialize)]
+struct Continue {
+    rv: u64,
+    after: String,
 }
 
-/// `spec.nodeName=x`, `metadata.name=x`, `status.phase=x`, `metadata.namespace=x`.
-fn field_matches(selector: &str, object: &Value) -> Result<bool, Error> {
-    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (field, want, equal) = if let Some((k, v)) = term.split_once("!=") {
-            (k, v, false)
-        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            (k, v, true)
-        } else {
-            return Err(Error::BadRequest(format!(
-                "unable to parse field selector \"{term}\""
-            )));
-        };
-        let pointer = match field.trim() {
-            "metadata.name" => "/metadata/name",
-            "metadata.namespace" => "/metadata/namespace",
-            "spec.nodeName" => "/spec/nodeName",
-            "status.phase" => "/status/phase",
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "field label not supported: {other} (supported: metadata.name, metadata.namespace, spec.nodeName, status.phase)"
-                )));
-            }
-        };
-        let got = object
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if (got == want.trim()) != equal {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+fn encode_continue(c: &Continue) -> String {
+    let json = serde_json::to_vec(c).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_continue(token: &str) -> Result<Continue, Error> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice(b.as_slice()).ok())
+        .ok_or_else(|| Error::BadRequest("continue: not a token this hub issued".into()))
 }
 
 async fn list(
     State(state): State<AppState>,
     rt: &'static ResourceType,
-    namespace: Option<String>,
+    Path(params): Params,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Error> {
-    let ns = namespace.as_deref().filter(|_| rt.namespaced);
+    let (ns, _) = scope(rt, &params);
+    let filter = Filter::parse(&q)?;
+    let prefix = store::prefix(rt.plural, ns.as_deref());
     if matches!(q.watch.as_deref(), Some("true" | "1")) {
-        return super::watch::serve(&state.store, rt, &store::prefix(rt.plural, ns), q).await;
+        return super::watch::serve(&state.store, rt, &prefix, q, filter).await;
     }
-    let (items, revision) = state.store.list(&store::prefix(rt.plural, ns)).await?;
-    let mut kept = Vec::with_capacity(items.len());
+    let after = match q.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => Some(decode_continue(t)?),
+        None => None,
+    };
+    let (items, revision) = state.store.list(&prefix).await?;
+    let limit = q.limit.filter(|l| *l > 0);
+    let mut kept = Vec::new();
+    let mut remaining = 0usize;
+    let mut next_after = None;
     for item in items {
-        if q.matches(&item)? {
-            kept.push(item);
+        let key = store::key(
+            rt.plural,
+            item.pointer("/metadata/namespace").and_then(Value::as_str),
+            &name_of(&item),
+        );
+        if after
+            .as_ref()
+            .is_some_and(|a| key.as_str() <= a.after.as_str())
+            || !filter.matches(&item)
+        {
+            continue;
         }
+        if limit.is_some_and(|l| kept.len() >= l) {
+            remaining += 1;
+            continue;
+        }
+        if limit.is_some_and(|l| kept.len() + 1 == l) {
+            next_after = Some(key);
+        }
+        kept.push(item);
+    }
+    // Pages after the first are read from the store as it is now; the token
+    // carries the first page's revision so the list's resourceVersion stays
+    // the one a following watch should start from.
+    let list_rv = after.as_ref().map_or(revision, |a| a.rv);
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    if remaining > 0
+        && let Some(after) = next_after
+    {
+        metadata["continue"] = json!(encode_continue(&Continue { rv: list_rv, after }));
+        metadata["remainingItemCount"] = json!(remaining);
     }
     Ok(axum::Json(json!({
         "apiVersion": rt.api_version(),
         "kind": format!("{}List", rt.kind),
-        "metadata": {"resourceVersion": revision.to_string()},
+        "metadata": metadata,
         "items": kept,
     }))
     .into_response())
 }
 
+async fn get_current(
+    store: &Store,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Value, Error> {
+    store
+        .get(&store::key(rt.plural, ns, name))
+        .await?
+        .ok_or_else(|| not_found(rt, name))
+}
+
 async fn read(
     State(state): State<AppState>,
     rt: &'static ResourceType,
-    namespace: Option<String>,
-    name: String,
+    Path(params): Params,
+    sub: Sub,
 ) -> Result<Response, Error> {
-    let key = store::key(rt.plural, namespace.as_deref(), &name);
-    match state.store.get(&key).await? {
-        Some(obj) => Ok(axum::Json(obj).into_response()),
-        None => Err(Error::NotFound {
-            kind: rt.plural.to_string(),
-            name,
-        }),
-    }
+    let (ns, name) = scope(rt, &params);
+    let obj = get_current(&state.store, rt, ns.as_deref(), &name).await?;
+    let out = if sub == Sub::Scale {
+        scale_of(&obj)
+    } else {
+        obj
+    };
+    Ok(axum::Json(out).into_response())
 }
 
 async fn create(
     State(state): State<AppState>,
     rt: &'static ResourceType,
-    namespace: Option<String>,
+    Path(params): Params,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let value = parse_body(&headers, &body)?;
-    let created = create_object(&state.store, rt, namespace.as_deref(), value).await?;
+    let (ns, _) = scope(rt, &params);
+    let value = parse_object(&headers, &body)?;
+    let created = create_object(&state.store, rt, ns.as_deref(), value).await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
-async fn update(
-    State(state): State<AppState>,
+/// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
+fn scale_of(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| serde_json::from_value::<spoke_api::selector::LabelSelector>(s.clone()).ok())
+        .and_then(|s| s.to_selector().ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// What a write of `incoming` to the part `sub` of `current` stores. The
+/// server-owned metadata, and the parts a subresource does not cover, stay
+/// as stored; `generation` moves when the spec does.
+fn next_version(
     rt: &'static ResourceType,
-    namespace: Option<String>,
-    name: String,
-    headers: HeaderMap,
-    body: Bytes,
-    status_only: bool,
-) -> Result<Response, Error> {
-    let mut value = parse_body(&headers, &body)?;
-    check_type(rt, &mut value)?;
-    if name_of(&value) != name {
+    current: &Value,
+    mut incoming: Value,
+    sub: Sub,
+) -> Result<Value, Error> {
+    let name = name_of(current);
+    match sub {
+        Sub::Status => {
+            let mut next = current.clone();
+            next["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
+            return admit(rt, next);
+        }
+        Sub::Scale => {
+            let replicas = incoming
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| Error::Invalid {
+                    kind: "Scale".into(),
+                    name: name.clone(),
+                    causes: vec![FieldError::required("spec.replicas")],
+                })?;
+            let mut next = current.clone();
+            next["spec"]["replicas"] = json!(replicas);
+            incoming = next;
+        }
+        Sub::Main => {}
+    }
+    check_type(rt, &mut incoming)?;
+    if name_of(&incoming) != name {
         return Err(Error::BadRequest(format!(
             "the name of the object (\"{}\") does not match the name on the URL (\"{name}\")",
-            name_of(&value)
+            name_of(&incoming)
         )));
     }
-    let ns = namespace.as_deref().filter(|_| rt.namespaced);
-    check_namespace(&mut value, ns)?;
-    let expected = revision_of(&value);
-    let key = store::key(rt.plural, ns, &name);
-    let current = state
-        .store
-        .get(&key)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: rt.plural.to_string(),
-            name: name.clone(),
-        })?;
-    let next = if status_only {
-        let mut next = current.clone();
-        next["status"] = value.get("status").cloned().unwrap_or(Value::Null);
-        admit(rt, next)?
-    } else {
-        let mut next = admit(rt, value)?;
-        // Server-owned metadata and the status stay as stored.
-        for owned in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
-            match current["metadata"].get(owned) {
-                Some(v) => next["metadata"][owned] = v.clone(),
-                None => {
-                    if let Some(m) = next["metadata"].as_object_mut() {
-                        m.remove(owned);
-                    }
+    let ns = current
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
+    check_namespace(&mut incoming, ns)?;
+    let mut next = admit(rt, incoming)?;
+    for owned in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match current["metadata"].get(owned) {
+            Some(v) => next["metadata"][owned] = v.clone(),
+            None => {
+                if let Some(m) = next["metadata"].as_object_mut() {
+                    m.remove(owned);
                 }
             }
         }
-        if let Some(status) = current.get("status") {
-            next["status"] = status.clone();
+    }
+    if rt.status {
+        match current.get("status") {
+            Some(status) => next["status"] = status.clone(),
+            None => {
+                if let Some(m) = next.as_object_mut() {
+                    m.remove("status");
+                }
+            }
         }
-        if rt.kind == "Pod" {
+    }
+    if current.pointer("/metadata/deletionTimestamp").is_some() {
+        // Kubernetes: an object being deleted takes no new finalizers.
+        let had: Vec<&Value> = current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let added = next
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|f| !had.contains(&f)));
+        if added {
+            return Err(Error::Forbidden(format!(
+                "{} \"{name}\" is being deleted and may not get new finalizers",
+                rt.plural
+            )));
+        }
+    }
+    immutable_fields(rt, current, &mut next)?;
+    if next.get("spec") != current.get("spec") {
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        next["metadata"]["generation"] = json!(generation + 1);
+    }
+    Ok(next)
+}
+
+/// Fields that may not change after create, per kind.
+fn immutable_fields(rt: &ResourceType, current: &Value, next: &mut Value) -> Result<(), Error> {
+    let forbid = |field: &str, message: &str| Error::Invalid {
+        kind: rt.kind.into(),
+        name: name_of(current),
+        causes: vec![FieldError::new(field, "FieldValueForbidden", message)],
+    };
+    match rt.kind {
+        "Pod" => {
             // A binding is permanent: an apply without nodeName keeps it.
             let bound = current.pointer("/spec/nodeName").cloned();
             match (bound, next.pointer("/spec/nodeName").cloned()) {
                 (Some(b), None) => next["spec"]["nodeName"] = b,
                 (Some(b), Some(n)) if b != n => {
-                    return Err(Error::Invalid {
-                        kind: rt.kind.into(),
-                        name,
-                        causes: vec![FieldError {
-                            field: "spec.nodeName".into(),
-                            reason: "FieldValueForbidden",
-                            message: "may not be changed once the pod is bound to a node".into(),
-                        }],
-                    });
+                    return Err(forbid(
+                        "spec.nodeName",
+                        "may not be changed once the pod is bound to a node",
+                    ));
                 }
                 _ => {}
             }
         }
-        if next.get("spec") != current.get("spec") {
-            let generation = current
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            next["metadata"]["generation"] = json!(generation + 1);
+        "Deployment" | "ReplicaSet" | "DaemonSet"
+            if current.pointer("/spec/selector") != next.pointer("/spec/selector") =>
+        {
+            return Err(forbid("spec.selector", "field is immutable"));
         }
-        next
-    };
+        "Job" => {
+            if next.pointer("/spec/selector").is_none() {
+                next["spec"]["selector"] = current["spec"]["selector"].clone();
+                next["spec"]["template"]["metadata"]["labels"] =
+                    current["spec"]["template"]["metadata"]["labels"].clone();
+            }
+            if current.pointer("/spec/selector") != next.pointer("/spec/selector") {
+                return Err(forbid("spec.selector", "field is immutable"));
+            }
+            if current.pointer("/spec/template") != next.pointer("/spec/template") {
+                return Err(forbid("spec.template", "field is immutable"));
+            }
+        }
+        "ConfigMap" | "Secret" if current.get("immutable") == Some(&json!(true)) => {
+            for f in ["data", "binaryData", "immutable"] {
+                if current.get(f) != next.get(f) {
+                    return Err(forbid(f, "field is immutable when `immutable` is set"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    rt: &'static ResourceType,
+    Path(params): Params,
+    headers: HeaderMap,
+    body: Bytes,
+    sub: Sub,
+) -> Result<Response, Error> {
+    let (ns, name) = scope(rt, &params);
+    let value = parse_object(&headers, &body)?;
+    let expected = revision_of(&value);
+    let current = get_current(&state.store, rt, ns.as_deref(), &name).await?;
+    let next = next_version(rt, &current, value, sub)?;
+    let key = store::key(rt.plural, ns.as_deref(), &name);
     let stored = state
         .store
         .update(&key, next, expected)
         .await
         .map_err(|e| Error::from_store(e, rt.plural, &name))?;
-    Ok(axum::Json(stored).into_response())
+    let stored = deletion::remove_if_finished(&state.store, &key, stored).await?;
+    let out = if sub == Sub::Scale {
+        scale_of(&stored)
+    } else {
+        stored
+    };
+    Ok(axum::Json(out).into_response())
+}
+
+async fn patch_object(
+    State(state): State<AppState>,
+    rt: &'static ResourceType,
+    Path(params): Params,
+    headers: HeaderMap,
+    body: Bytes,
+    sub: Sub,
+) -> Result<Response, Error> {
+    let (ns, name) = scope(rt, &params);
+    let ct = content_type(&headers);
+    let kind = patch::Kind::from_content_type(ct).ok_or_else(|| {
+        Error::UnsupportedMediaType(format!(
+            "the body of a PATCH must be application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json (got \"{ct}\")"
+        ))
+    })?;
+    let patch_doc: Value = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+    let key = store::key(rt.plural, ns.as_deref(), &name);
+    // A patch applies to whatever is stored now, so a lost race is retried
+    // unless the patch itself pins a resourceVersion.
+    for _ in 0..16 {
+        let current = get_current(&state.store, rt, ns.as_deref(), &name).await?;
+        let view = if sub == Sub::Scale {
+            scale_of(&current)
+        } else {
+            current.clone()
+        };
+        let patched = patch::apply(kind, &view, &patch_doc).map_err(|e| Error::Invalid {
+            kind: rt.kind.into(),
+            name: name.clone(),
+            causes: vec![FieldError::invalid("patch", e)],
+        })?;
+        let pinned = revision_of(&patched).filter(|rv| Some(*rv) != revision_of(&current));
+        let next = next_version(rt, &current, patched, sub)?;
+        let expected = pinned.or(revision_of(&current));
+        match state.store.update(&key, next, expected).await {
+            Err(store::Error::Conflict) if pinned.is_none() => continue,
+            other => {
+                let stored = other.map_err(|e| Error::from_store(e, rt.plural, &name))?;
+                let stored = deletion::remove_if_finished(&state.store, &key, stored).await?;
+                let out = if sub == Sub::Scale {
+                    scale_of(&stored)
+                } else {
+                    stored
+                };
+                return Ok(axum::Json(out).into_response());
+            }
+        }
+    }
+    Err(Error::Conflict {
+        kind: rt.plural.into(),
+        name,
+        message: "too many concurrent writers; try again".into(),
+    })
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct DeleteQuery {
     grace_period_seconds: Option<i64>,
+    propagation_policy: Option<String>,
+}
+
+/// DeleteOptions from the query and the body (kubectl and the client
+/// libraries send them in the body); the query wins.
+fn delete_options(
+    q: &DeleteQuery,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DeleteOptions, Error> {
+    let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
+        DeleteOptions::default()
+    } else {
+        let v = parse_body(headers, body)?;
+        serde_json::from_value::<DeleteOptions>(v)
+            .map_err(|e| Error::BadRequest(format!("DeleteOptions: {e}")))?
+    };
+    if q.grace_period_seconds.is_some() {
+        opts.grace_period_seconds = q.grace_period_seconds;
+    }
+    if let Some(p) = &q.propagation_policy {
+        opts.propagation_policy = Some(p.clone());
+    }
+    opts.check()?;
+    Ok(opts)
 }
 
 async fn delete(
     State(state): State<AppState>,
     rt: &'static ResourceType,
-    namespace: Option<String>,
-    name: String,
+    Path(params): Params,
     Query(q): Query<DeleteQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    if rt.kind == "Namespace" {
-        return Err(Error::MethodNotAllowed(
-            "deleting namespaces is not supported yet".into(),
-        ));
-    }
-    // DeleteOptions may come in the body, as kubectl and client libraries send them.
-    let body_grace = if body.is_empty() {
-        None
-    } else {
-        serde_json::from_slice::<Value>(&body)
-            .map_err(|e| Error::BadRequest(format!("DeleteOptions is not valid JSON: {e}")))?
-            .get("gracePeriodSeconds")
-            .and_then(Value::as_i64)
-    };
-    let grace = q.grace_period_seconds.or(body_grace);
-    let ns = namespace.as_deref().filter(|_| rt.namespaced);
-    let key = store::key(rt.plural, ns, &name);
-    let not_found = || Error::NotFound {
-        kind: rt.plural.to_string(),
-        name: name.clone(),
-    };
-    let current = state.store.get(&key).await?.ok_or_else(not_found)?;
-    let bound = current
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some();
-    if rt.kind == "Pod" && bound && grace != Some(0) {
-        // A pod on a board is deleted in two steps, as in Kubernetes: mark
-        // it, let the agent stop it and report it gone, then remove it.
-        let grace = grace
-            .or_else(|| {
-                current
-                    .pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-            })
-            .unwrap_or(30);
-        let marked = state
-            .store
-            .modify(&key, |cur| {
-                if cur.pointer("/metadata/deletionTimestamp").is_some() {
-                    return None;
-                }
-                let mut next = cur.clone();
-                next["metadata"]["deletionTimestamp"] = json!(
-                    humantime::format_rfc3339_seconds(
-                        SystemTime::now() + Duration::from_secs(grace as u64)
-                    )
-                    .to_string()
-                );
-                next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-                Some(next)
-            })
-            .await
-            .map_err(|e| Error::from_store(e, rt.plural, &name))?;
-        let object = match marked {
-            Some(o) => o,
-            None => state.store.get(&key).await?.ok_or_else(not_found)?,
-        };
-        return Ok(axum::Json(object).into_response());
-    }
-    let deleted = state
+    let (ns, name) = scope(rt, &params);
+    let opts = delete_options(&q, &headers, &body)?;
+    let out = deletion::delete_object(&state.store, rt, ns.as_deref(), &name, &opts).await?;
+    Ok(axum::Json(out).into_response())
+}
+
+/// `DELETE` on a collection: every object that matches the selectors.
+async fn delete_collection(
+    State(state): State<AppState>,
+    rt: &'static ResourceType,
+    Path(params): Params,
+    Query(q): Query<DeleteQuery>,
+    Query(lq): Query<ListQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let (ns, _) = scope(rt, &params);
+    let opts = delete_options(&q, &headers, &body)?;
+    let filter = Filter::parse(&lq)?;
+    let (items, _) = state
         .store
-        .delete(&key, None)
-        .await
-        .map_err(|e| Error::from_store(e, rt.plural, &name))?;
-    Ok(axum::Json(deleted).into_response())
+        .list(&store::prefix(rt.plural, ns.as_deref()))
+        .await?;
+    let mut deleted = Vec::new();
+    for item in items.iter().filter(|i| filter.matches(i)) {
+        let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+        match deletion::delete_object(&state.store, rt, item_ns, &name_of(item), &opts).await {
+            Ok(obj) => deleted.push(obj),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(axum::Json(json!({
+        "apiVersion": rt.api_version(),
+        "kind": format!("{}List", rt.kind),
+        "metadata": {},
+        "items": deleted,
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -661,19 +820,13 @@ pub(super) struct LogQuery {
 
 async fn pod_log(
     State(state): State<AppState>,
-    namespace: String,
-    name: String,
+    Path(params): Params,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, Error> {
-    let key = store::key("pods", Some(&namespace), &name);
-    let pod = state
-        .store
-        .get(&key)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "pods".into(),
-            name: name.clone(),
-        })?;
+    let namespace = params.get("ns").cloned().unwrap_or_default();
+    let name = params.get("name").cloned().unwrap_or_default();
+    let pods = ResourceType::lookup("pods").ok_or_else(|| Error::Internal("no pods".into()))?;
+    let pod = get_current(&state.store, pods, Some(&namespace), &name).await?;
     let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
         return Err(Error::BadRequest(format!(
             "pod \"{name}\" is not scheduled to a node yet, so it has no logs"
@@ -696,22 +849,37 @@ async fn pod_log(
 mod tests {
     use super::*;
 
-    #[test]
-    fn selectors_match_equality_terms() {
-        let labels = json!({"app": "hello", "tier": "edge"});
-        let labels = labels.as_object().unwrap();
-        assert!(selector_matches("app=hello", labels).unwrap());
-        assert!(selector_matches("app==hello,tier!=cloud", labels).unwrap());
-        assert!(!selector_matches("app=other", labels).unwrap());
-        assert!(!selector_matches("missing=x", labels).unwrap());
-        assert!(selector_matches("app in (a)", labels).is_err());
+    fn filter(labels: &str, fields: &str) -> Result<Filter, Error> {
+        Filter::parse(&ListQuery {
+            label_selector: Some(labels.into()),
+            field_selector: Some(fields.into()),
+            ..Default::default()
+        })
     }
 
     #[test]
-    fn field_selectors_read_known_fields_only() {
-        let pod = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "pi"}, "status": {"phase": "Running"}});
-        assert!(field_matches("spec.nodeName=pi,status.phase=Running", &pod).unwrap());
-        assert!(!field_matches("metadata.name=b", &pod).unwrap());
-        assert!(field_matches("spec.unknown=x", &pod).is_err());
+    fn filters_combine_label_and_field_selectors() {
+        let pod = json!({"metadata": {"name": "a", "labels": {"app": "hello", "tier": "edge"}},
+                         "spec": {"nodeName": "pi"}, "status": {"phase": "Running"}});
+        assert!(
+            filter("app in (hello,web),!legacy", "spec.nodeName=pi")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(!filter("tier notin (edge)", "").unwrap().matches(&pod));
+        assert!(!filter("", "status.phase!=Running").unwrap().matches(&pod));
+        assert!(filter("", "spec.unknown=x").is_err());
+        assert!(filter("app in (", "").is_err());
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(&Continue {
+            rv: 7,
+            after: "pods/default/a".into(),
+        });
+        let c = decode_continue(&t).unwrap();
+        assert_eq!((c.rv, c.after.as_str()), (7, "pods/default/a"));
+        assert!(decode_continue("not-a-token").is_err());
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use spoke_api::resource::ResourceType;
 
 use super::Error;
-use super::objects::ListQuery;
+use super::objects::{Filter, ListQuery};
 use crate::store::{EventType, Store};
 
 /// How often a watch that asked for bookmarks gets one.
@@ -29,6 +29,7 @@ pub(super) async fn serve(
     rt: &'static ResourceType,
     prefix: &str,
     q: ListQuery,
+    filter: Filter,
 ) -> Result<Response, Error> {
     let from = match q
         .resource_version
@@ -49,13 +50,13 @@ pub(super) async fn serve(
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let state = (
         watch,
-        q,
+        filter,
         tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY),
         false,
     );
     let stream = futures_util::stream::unfold(
         state,
-        move |(mut watch, q, mut tick, done)| async move {
+        move |(mut watch, filter, mut tick, done)| async move {
             if done {
                 return None;
             }
@@ -68,23 +69,22 @@ pub(super) async fn serve(
                 };
                 tokio::select! {
                     next = watch.next() => match next {
-                        Ok(Some(event)) => match q.matches(&event.object) {
-                            Ok(true) => {
+                        Ok(Some(event)) => match filter.matches(&event.object) {
+                            true => {
                                 let type_ = match event.type_ {
                                     EventType::Added => "ADDED",
                                     EventType::Modified => "MODIFIED",
                                     EventType::Deleted => "DELETED",
                                 };
                                 let out = line(type_, &event.object);
-                                return Some((Ok::<_, std::convert::Infallible>(out), (watch, q, tick, false)));
+                                return Some((Ok::<_, std::convert::Infallible>(out), (watch, filter, tick, false)));
                             }
-                            Ok(false) => continue,
-                            Err(e) => return Some((Ok(line("ERROR", &json!(e.status()))), (watch, q, tick, true))),
+                            false => continue,
                         },
                         Ok(None) => return None,
                         Err(e) => {
                             let status = Error::from(e).status();
-                            return Some((Ok(line("ERROR", &json!(status))), (watch, q, tick, true)));
+                            return Some((Ok(line("ERROR", &json!(status))), (watch, filter, tick, true)));
                         }
                     },
                     _ = tick.tick(), if bookmarks => {
@@ -93,7 +93,7 @@ pub(super) async fn serve(
                             "kind": rt.kind,
                             "metadata": {"resourceVersion": watch.revision().to_string()},
                         });
-                        return Some((Ok(line("BOOKMARK", &object)), (watch, q, tick, false)));
+                        return Some((Ok(line("BOOKMARK", &object)), (watch, filter, tick, false)));
                     }
                     _ = timeout => return None,
                 }

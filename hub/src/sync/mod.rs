@@ -21,6 +21,7 @@ use spoke_api::resource::ResourceType;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::desired::Tracker;
+use crate::events::{self, Recorder};
 use crate::modules::ModuleStore;
 use crate::store::{self, EventType, Store};
 
@@ -69,6 +70,17 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// A handle with no broker behind it: every node is offline. For tests
+    /// of the API that need no agents.
+    pub fn offline() -> Handle {
+        let (client, _eventloop) =
+            AsyncClient::new(MqttOptions::new("spoke-hub-offline", "127.0.0.1", 1), 1);
+        Handle {
+            client,
+            shared: Arc::new(Mutex::new(Shared::default())),
+        }
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -162,6 +174,7 @@ pub async fn start(
     let worker = Worker {
         settings,
         events: store.subscribe(),
+        recorder: Recorder::new(store.clone(), "spoke-agent"),
         tracker: Tracker::new(&pods, revision),
         store,
         modules,
@@ -226,6 +239,8 @@ struct Worker {
     modules: Arc<ModuleStore>,
     handle: Handle,
     events: tokio::sync::broadcast::Receiver<store::Event>,
+    /// Pod and node events, derived from what agents report.
+    recorder: Recorder,
     tracker: Tracker,
     /// Nodes whose desired state changed and has not been sent yet.
     dirty: HashSet<String>,
@@ -531,14 +546,9 @@ impl Worker {
                 continue;
             }
             if report.gone {
-                if pod.pointer("/metadata/deletionTimestamp").is_some() {
-                    match self.store.delete(&key, store::revision_of(&pod)).await {
-                        Ok(_) => {
-                            tracing::info!(node, pod = %key, "pod stopped on its node and removed")
-                        }
-                        Err(store::Error::Conflict | store::Error::NotFound) => {}
-                        Err(e) => tracing::error!(error = %e, "cannot remove pod"),
-                    }
+                match crate::api::deletion::pod_stopped(&self.store, &key, &report.uid).await {
+                    Ok(()) => tracing::debug!(node, pod = %key, "pod stopped on its node"),
+                    Err(e) => tracing::error!(error = %e, pod = %key, "cannot finish deleting pod"),
                 }
                 continue;
             }
@@ -559,10 +569,15 @@ impl Worker {
                     Some(next)
                 })
                 .await;
-            if let Err(e) = result
-                && !matches!(e, store::Error::NotFound)
-            {
-                tracing::error!(error = %e, pod = %key, "cannot write pod status");
+            match result {
+                Ok(Some(stored)) => {
+                    let recorder = self.recorder.on_host(node);
+                    for (type_, reason, message) in events::pod_transition(&pod, &stored) {
+                        recorder.record(&stored, type_, &reason, &message).await;
+                    }
+                }
+                Ok(None) | Err(store::Error::NotFound) => {}
+                Err(e) => tracing::error!(error = %e, pod = %key, "cannot write pod status"),
             }
         }
     }
@@ -641,7 +656,7 @@ impl Worker {
                     "agent gone longer than the grace period: node NotReady"
                 );
                 let now = crate::api::now();
-                let _ = self
+                let marked = self
                     .store
                     .modify(&node_key(name), |cur| {
                         let mut next = cur.clone();
@@ -656,6 +671,12 @@ impl Worker {
                         Some(next)
                     })
                     .await;
+                if let Ok(Some(node)) = marked {
+                    let msg = format!("Node {name} status is now: NodeNotReady");
+                    self.recorder
+                        .record(&node, events::Type::Warning, "NodeNotReady", &msg)
+                        .await;
+                }
             }
         }
     }
