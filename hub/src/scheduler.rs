@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::events::{Recorder, Type};
 use crate::store::{self, Store, revision_of};
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -90,6 +91,7 @@ pub fn pick(
 /// Schedules pending pods whenever pods or nodes change, and every few
 /// seconds anyway (level-triggered: a missed event only delays a pod).
 pub async fn run(store: Store) {
+    let recorder = Recorder::new(store.clone(), "spoke-scheduler");
     let mut events = store.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -103,14 +105,14 @@ pub async fn run(store: Store) {
             },
             _ = tick.tick() => {}
         }
-        if let Err(e) = pass(&store).await {
+        if let Err(e) = pass(&store, &recorder).await {
             tracing::error!(error = %e, "scheduling pass failed");
         }
     }
 }
 
 /// One scheduling pass over every unbound pod.
-pub async fn pass(store: &Store) -> Result<(), store::Error> {
+pub async fn pass(store: &Store, recorder: &Recorder) -> Result<(), store::Error> {
     let (pods, _) = store.list(&store::prefix("pods", None)).await?;
     let (nodes, _) = store.list(&store::prefix("nodes", None)).await?;
     let mut bound: HashMap<String, usize> = HashMap::new();
@@ -160,7 +162,28 @@ pub async fn pass(store: &Store) -> Result<(), store::Error> {
             }
         };
         match store.update(&key, next, revision_of(pod)).await {
-            Ok(_) | Err(store::Error::Conflict | store::Error::NotFound) => {}
+            Ok(stored) => {
+                let cond = stored.pointer("/status/conditions/0");
+                let field = |f: &str| cond.and_then(|c| c.get(f)).and_then(Value::as_str);
+                match (
+                    field("status"),
+                    stored.pointer("/spec/nodeName").and_then(Value::as_str),
+                ) {
+                    (Some("True"), Some(node)) => {
+                        let msg = format!("Successfully assigned {ns}/{name} to {node}");
+                        recorder
+                            .record(&stored, Type::Normal, "Scheduled", &msg)
+                            .await;
+                    }
+                    _ => {
+                        let msg = field("message").unwrap_or("");
+                        recorder
+                            .record(&stored, Type::Warning, "FailedScheduling", msg)
+                            .await;
+                    }
+                }
+            }
+            Err(store::Error::Conflict | store::Error::NotFound) => {}
             Err(e) => return Err(e),
         }
     }

@@ -212,14 +212,17 @@ fn table(rt: &ResourceType, items: &[Value], wide: bool, all_ns: bool) -> String
                 rows.push(row);
             }
         }
-        _ => {
-            rows.push(vec!["NAME".into(), "STATUS".into(), "AGE".into()]);
+        kind => {
+            let cols = columns(kind);
+            let mut head = vec!["NAME".to_string()];
+            head.extend(cols.iter().map(|(h, _)| h.to_string()));
+            head.push("AGE".into());
+            rows.push(head);
             for item in items {
-                rows.push(vec![
-                    item["metadata"]["name"].as_str().unwrap_or("").into(),
-                    item["status"]["phase"].as_str().unwrap_or("").into(),
-                    age(item["metadata"]["creationTimestamp"].as_str(), now),
-                ]);
+                let mut row = vec![item["metadata"]["name"].as_str().unwrap_or("").to_string()];
+                row.extend(cols.iter().map(|(_, f)| f(item)));
+                row.push(age(item["metadata"]["creationTimestamp"].as_str(), now));
+                rows.push(row);
             }
         }
     }
@@ -241,6 +244,113 @@ fn table(rt: &ResourceType, items: &[Value], wide: bool, all_ns: bool) -> String
         }
     }
     align(&rows)
+}
+
+type Column = (&'static str, fn(&Value) -> String);
+
+fn int(v: &Value, pointer: &str) -> i64 {
+    v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn count(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len())
+        .to_string()
+}
+
+/// The columns kubectl shows for a kind, between NAME and AGE.
+fn columns(kind: &str) -> Vec<Column> {
+    match kind {
+        "Deployment" => vec![
+            ("READY", |v| {
+                format!(
+                    "{}/{}",
+                    int(v, "/status/readyReplicas"),
+                    int(v, "/spec/replicas")
+                )
+            }),
+            ("UP-TO-DATE", |v| {
+                int(v, "/status/updatedReplicas").to_string()
+            }),
+            ("AVAILABLE", |v| {
+                int(v, "/status/availableReplicas").to_string()
+            }),
+        ],
+        "ReplicaSet" => vec![
+            ("DESIRED", |v| int(v, "/spec/replicas").to_string()),
+            ("CURRENT", |v| int(v, "/status/replicas").to_string()),
+            ("READY", |v| int(v, "/status/readyReplicas").to_string()),
+        ],
+        "DaemonSet" => vec![
+            ("DESIRED", |v| {
+                int(v, "/status/desiredNumberScheduled").to_string()
+            }),
+            ("CURRENT", |v| {
+                int(v, "/status/currentNumberScheduled").to_string()
+            }),
+            ("READY", |v| int(v, "/status/numberReady").to_string()),
+            ("UP-TO-DATE", |v| {
+                int(v, "/status/updatedNumberScheduled").to_string()
+            }),
+            ("AVAILABLE", |v| {
+                int(v, "/status/numberAvailable").to_string()
+            }),
+        ],
+        "Job" => vec![("COMPLETIONS", |v| {
+            format!(
+                "{}/{}",
+                int(v, "/status/succeeded"),
+                int(v, "/spec/completions")
+            )
+        })],
+        "CronJob" => vec![
+            ("SCHEDULE", |v| {
+                v["spec"]["schedule"].as_str().unwrap_or("").into()
+            }),
+            ("SUSPEND", |v| {
+                if v["spec"]["suspend"].as_bool().unwrap_or(false) {
+                    "True".into()
+                } else {
+                    "False".into()
+                }
+            }),
+            ("ACTIVE", |v| {
+                v.pointer("/status/active")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+                    .to_string()
+            }),
+        ],
+        "ConfigMap" => vec![("DATA", |v| {
+            (count(v, "/data").parse::<usize>().unwrap_or(0)
+                + count(v, "/binaryData").parse::<usize>().unwrap_or(0))
+            .to_string()
+        })],
+        "Secret" => vec![
+            ("TYPE", |v| v["type"].as_str().unwrap_or("Opaque").into()),
+            ("DATA", |v| count(v, "/data")),
+        ],
+        "Event" => vec![
+            ("TYPE", |v| v["type"].as_str().unwrap_or("").into()),
+            ("REASON", |v| v["reason"].as_str().unwrap_or("").into()),
+            ("OBJECT", |v| {
+                format!(
+                    "{}/{}",
+                    v["involvedObject"]["kind"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_lowercase(),
+                    v["involvedObject"]["name"].as_str().unwrap_or("")
+                )
+            }),
+            ("MESSAGE", |v| v["message"].as_str().unwrap_or("").into()),
+        ],
+        "Namespace" => vec![("STATUS", |v| {
+            v["status"]["phase"].as_str().unwrap_or("").into()
+        })],
+        _ => vec![],
+    }
 }
 
 /// Columns separated by at least three spaces, as kubectl prints them.

@@ -131,6 +131,22 @@ impl Client {
             .await
     }
 
+    /// `PATCH path`. `content_type` names the format:
+    /// `application/merge-patch+json`, `application/json-patch+json` or
+    /// `application/strategic-merge-patch+json`.
+    pub async fn patch(
+        &self,
+        path: &str,
+        content_type: &str,
+        patch: &Value,
+    ) -> Result<Value, Error> {
+        let req = self
+            .request(reqwest::Method::PATCH, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(patch.to_string());
+        self.json(req).await
+    }
+
     /// `DELETE path`, optionally with a grace period in seconds.
     pub async fn delete(
         &self,
