@@ -10,6 +10,7 @@ mod error;
 mod modules;
 mod objects;
 mod patch;
+pub mod policy;
 mod watch;
 
 #[cfg(test)]

@@ -230,6 +230,15 @@ pub async fn create_object(
     }
     let mut value = admit(rt, value)?;
     ensure_namespace(store, rt, namespace).await?;
+    // Held until the pod is stored, so that quota checks do not interleave.
+    let _quota_gate = match (rt.kind, namespace) {
+        ("Pod", Some(ns)) => {
+            let gate = super::policy::QUOTA_GATE.lock().await;
+            value = super::policy::admit_pod(store, ns, value).await?;
+            Some(gate)
+        }
+        _ => None,
+    };
     let uid = uuid::Uuid::new_v4().to_string();
     let meta = value["metadata"]
         .as_object_mut()

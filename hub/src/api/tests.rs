@@ -742,3 +742,78 @@ async fn requests_clients_get_wrong_are_answered_with_status_objects() {
     let name = made["metadata"]["name"].as_str().unwrap();
     assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
 }
+
+#[tokio::test]
+async fn limit_ranges_default_pods_and_quotas_refuse_them_by_name() {
+    let api = Api::new().await;
+    api.ok(
+        Method::POST,
+        "/api/v1/namespaces/default/limitranges",
+        Some(
+            json!({"metadata": {"name": "defaults"}, "spec": {"limits": [
+            {"type": "Container", "default": {"memory": "32Mi"}, "max": {"memory": "64Mi"}}]}}),
+        ),
+    )
+    .await;
+    api.ok(
+        Method::POST,
+        "/api/v1/namespaces/default/resourcequotas",
+        Some(json!({"metadata": {"name": "compute"}, "spec": {"hard": {"pods": "1"}}})),
+    )
+    .await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, resources: Value| {
+        json!({"metadata": {"name": name}, "spec": {"containers": [
+            {"name": "m", "image": "x:1", "resources": resources}]}})
+    };
+    let r = api
+        .call(
+            Method::POST,
+            pods,
+            Some(pod("huge", json!({"limits": {"memory": "1Gi"}}))),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum memory usage per Container is 64Mi"),
+        "{}",
+        r.body
+    );
+    let first = api
+        .ok(Method::POST, pods, Some(pod("first", json!({}))))
+        .await;
+    let res = &first["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        (
+            res["limits"]["memory"].as_str(),
+            res["requests"]["memory"].as_str()
+        ),
+        (Some("32Mi"), Some("32Mi"))
+    );
+    let r = api
+        .call(Method::POST, pods, Some(pod("second", json!({}))))
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.body["message"],
+        "pods \"second\" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=1, limited: pods=1"
+    );
+    // The quota's status shows what is used.
+    for _ in 0..100 {
+        let q = api
+            .ok(
+                Method::GET,
+                "/api/v1/namespaces/default/resourcequotas/compute",
+                None,
+            )
+            .await;
+        if q["status"]["used"]["pods"] == "1" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("quota status.used never showed the pod");
+}

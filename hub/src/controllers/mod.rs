@@ -5,6 +5,7 @@
 //! - [`gc`]: the garbage collector (owner references, `Foreground` and
 //!   `Orphan` deletion).
 //! - [`namespace`]: empties a namespace being deleted, then removes it.
+//! - quota status (`status.used`) and event expiry ride on the same passes.
 
 pub mod gc;
 pub mod namespace;
@@ -25,6 +26,8 @@ const RESYNC: Duration = Duration::from_secs(30);
 fn relevant(event: &Event) -> bool {
     let meta = &event.object["metadata"];
     event.type_ == EventType::Deleted
+        || event.key.starts_with("resourcequotas/")
+        || (event.type_ == EventType::Added && event.key.starts_with("pods/"))
         || meta.get("deletionTimestamp").is_some()
         || (event.type_ == EventType::Added
             && meta
@@ -44,6 +47,9 @@ pub fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
             }
             if let Err(e) = namespace::pass(&store).await {
                 tracing::warn!(error = %e, "namespace pass failed; will retry");
+            }
+            if let Err(e) = crate::api::policy::refresh_quota_status(&store).await {
+                tracing::warn!(error = %e, "cannot refresh quota status; will retry");
             }
             if let Err(e) = crate::events::expire(&store).await {
                 tracing::warn!(error = %e, "cannot expire old events; will retry");
