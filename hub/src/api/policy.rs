@@ -357,7 +357,7 @@ mod tests {
             "defaultRequest": {"cpu": "100m"}, "max": {"memory": "128Mi"}}),
         );
         let mut p = pod(json!({}));
-        apply_limit_ranges(&mut p, &[lr.clone()]).unwrap();
+        apply_limit_ranges(&mut p, std::slice::from_ref(&lr)).unwrap();
         let r = &p.spec.containers[0].resources;
         assert_eq!(r.limits["memory"].0, "64Mi");
         assert_eq!(r.requests["cpu"].0, "100m");
@@ -385,11 +385,20 @@ mod tests {
             {"name": "m", "image": "x:1", "resources": {"requests": {"memory": "64Mi"}}}]},
             "status": {"phase": "Succeeded"}});
         let small = pod(json!({"requests": {"memory": "32Mi"}}));
-        check_quotas(&small, &[q.clone()], &[existing.clone(), finished.clone()]).unwrap();
+        check_quotas(
+            &small,
+            std::slice::from_ref(&q),
+            &[existing.clone(), finished.clone()],
+        )
+        .unwrap();
         let large = pod(json!({"requests": {"memory": "64Mi"}}));
-        let err = check_quotas(&large, &[q.clone()], &[existing.clone(), finished])
-            .unwrap_err()
-            .to_string();
+        let err = check_quotas(
+            &large,
+            std::slice::from_ref(&q),
+            &[existing.clone(), finished],
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "pods \"p\" is forbidden: exceeded quota: compute, requested: requests.memory=64Mi, used: requests.memory=64Mi, limited: requests.memory=100Mi"
