@@ -9,6 +9,7 @@ pub mod deletion;
 mod error;
 mod modules;
 mod objects;
+mod openapi;
 mod patch;
 pub mod policy;
 mod watch;
@@ -49,6 +50,13 @@ pub fn router(state: State) -> Router {
         .route("/version", get(version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/openapi/v3",
+            get(|| async {
+                static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+                axum::Json(DOC.get_or_init(openapi::document).clone())
+            }),
+        )
         .merge(objects::routes())
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
         .merge(modules::routes().layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)))

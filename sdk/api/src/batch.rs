@@ -10,6 +10,7 @@ use crate::validation::{FieldError, validate_meta, validate_pod_spec};
 
 /// Runs pods to completion.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     #[serde(default)]
@@ -25,6 +26,7 @@ pub struct Job {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
     /// Pods running at once; defaults to 1.
@@ -52,6 +54,7 @@ pub struct JobSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -72,6 +75,7 @@ pub struct JobStatus {
 
 /// Makes Jobs on a schedule.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CronJob {
     #[serde(default)]
@@ -87,6 +91,7 @@ pub struct CronJob {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CronJobSpec {
     /// Five-field cron syntax (`*/5 * * * *`) or `@hourly`-style macros.
@@ -113,6 +118,7 @@ pub struct CronJobSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobTemplateSpec {
     #[serde(default)]
@@ -122,6 +128,7 @@ pub struct JobTemplateSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CronJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -12,6 +12,7 @@ use crate::quantity::Quantity;
 
 /// A pod: one or more Wasm containers scheduled together onto one node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Pod {
     #[serde(default = "v1")]
@@ -38,6 +39,7 @@ fn node_kind() -> String {
 
 /// What a pod should run and how.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
     #[serde(default)]
@@ -58,6 +60,7 @@ pub struct PodSpec {
 /// One Wasm program in a pod. `image` names a module: `sha256:<hex>`, or a
 /// `name:tag` pushed to the hub with `spoke push`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     #[serde(default)]
@@ -82,6 +85,7 @@ pub struct Container {
 
 /// An environment variable with a literal value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
@@ -91,6 +95,7 @@ pub struct EnvVar {
 
 /// A port the container listens on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
     pub container_port: i32,
@@ -102,6 +107,7 @@ pub struct ContainerPort {
 
 /// `resources.requests` and `resources.limits`: `cpu` and `memory`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRequirements {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -118,6 +124,7 @@ impl ResourceRequirements {
 
 /// Observed state of a pod, written by the hub (scheduling) and the agent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {
     /// `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
@@ -139,6 +146,7 @@ pub struct PodStatus {
 
 /// A condition of a pod or a node (`Ready`, `PodScheduled`, ...).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -157,6 +165,7 @@ pub struct Condition {
 
 /// Status of one container of a pod.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerStatus {
     pub name: String,
@@ -179,6 +188,7 @@ pub struct ContainerStatus {
 
 /// Exactly one of `waiting`, `running`, `terminated` is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +206,7 @@ impl ContainerState {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StateWaiting {
     #[serde(default)]
@@ -205,6 +216,7 @@ pub struct StateWaiting {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StateRunning {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +224,7 @@ pub struct StateRunning {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StateTerminated {
     pub exit_code: i32,
@@ -227,6 +240,7 @@ pub struct StateTerminated {
 
 /// A board running `spoke-agent`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Node {
     #[serde(default = "v1")]
@@ -242,6 +256,7 @@ pub struct Node {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSpec {
     /// Cordoned: no new pods are scheduled here.
@@ -250,6 +265,7 @@ pub struct NodeSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -263,6 +279,7 @@ pub struct NodeStatus {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSystemInfo {
     #[serde(default)]
@@ -297,6 +314,7 @@ pub mod annotations {
 
 /// A namespace: a name scope for pods and other namespaced objects.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Namespace {
     #[serde(default = "v1")]
@@ -314,6 +332,7 @@ fn namespace_kind() -> String {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceStatus {
     /// `Active` or `Terminating`.
@@ -323,6 +342,7 @@ pub struct NamespaceStatus {
 
 /// The pod a workload makes: labels and annotations, and the pod's spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplateSpec {
     #[serde(default)]

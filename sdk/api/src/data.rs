@@ -17,6 +17,7 @@ use crate::validation::{FieldError, validate_meta};
 pub const MAX_DATA_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMap {
     #[serde(default)]
@@ -35,6 +36,7 @@ pub struct ConfigMap {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Secret {
     #[serde(default)]

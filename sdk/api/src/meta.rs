@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// generation, creationTimestamp, deletionTimestamp) are set by the hub and
 /// ignored when a client sends them on create.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -40,6 +41,7 @@ pub struct ObjectMeta {
 
 /// Points from a dependent object to the object that owns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerReference {
     pub api_version: String,
@@ -54,6 +56,7 @@ pub struct OwnerReference {
 
 /// `metadata` of a list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ListMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +67,7 @@ pub struct ListMeta {
 
 /// A list of objects of one kind (`PodList`, `NodeList`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct List<T> {
     pub api_version: String,
@@ -75,6 +79,7 @@ pub struct List<T> {
 
 /// Kubernetes' `Status` object: the body of every error the API returns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     #[serde(default = "status_kind")]
@@ -105,6 +110,7 @@ fn v1() -> String {
 
 /// What a `Status` is about, and for `Invalid`, each field that was wrong.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StatusDetails {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -118,6 +124,7 @@ pub struct StatusDetails {
 /// One problem with one field: `field` is a path such as
 /// `spec.containers[0].image`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StatusCause {
     #[serde(default, rename = "reason")]

@@ -11,6 +11,7 @@ use crate::validation::{FieldError, validate_meta};
 
 /// Caps what the pods of a namespace may request in total.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceQuota {
     #[serde(default)]
@@ -26,6 +27,7 @@ pub struct ResourceQuota {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceQuotaSpec {
     /// `pods`, `requests.cpu`, `requests.memory`, `limits.cpu`,
@@ -35,6 +37,7 @@ pub struct ResourceQuotaSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceQuotaStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -56,6 +59,7 @@ pub const QUOTA_RESOURCES: &[&str] = &[
 
 /// Defaults and bounds for the containers of a namespace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LimitRange {
     #[serde(default)]
@@ -69,6 +73,7 @@ pub struct LimitRange {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LimitRangeSpec {
     #[serde(default)]
@@ -76,6 +81,7 @@ pub struct LimitRangeSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LimitRangeItem {
     /// `Container` or `Pod`.

@@ -30,6 +30,20 @@ impl<'de> Deserialize<'de> for Quantity {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A Kubernetes quantity: 100m, 64Mi, 1.5",
+            "anyOf": [{"type": "string"}, {"type": "number"}]
+        })
+    }
+}
+
 impl From<&str> for Quantity {
     fn from(s: &str) -> Self {
         Quantity(s.to_string())
