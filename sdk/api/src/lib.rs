@@ -4,6 +4,7 @@
 //! This crate does no IO, so that the hub, the agent, the client, the CLI and
 //! tests all agree on one definition of every shape and cannot drift apart.
 
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod meta;
