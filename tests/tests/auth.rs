@@ -257,6 +257,33 @@ async fn revoked_and_expired_tokens_are_refused_at_once() {
     let out = hub.spoke(&["token", "create", "pi-1", "--role", "node", "-n", "default"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("spec.namespace"), "{}", stderr(&out));
+    let admin = hub.client();
+    for (body, field) in [
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"role": "root"}}),
+            "spec.role",
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"role": "view", "expirationSeconds": 99_999_999_999u64}}),
+            "spec.expirationSeconds",
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"role": "view", "rol": 1}}),
+            "spec.rol",
+        ),
+        (
+            json!({"metadata": {"name": "X_x"}, "spec": {"role": "view"}}),
+            "metadata.name",
+        ),
+    ] {
+        let (code, _, message) = refusal(admin.create(TOKENS_PATH, &body).await);
+        assert_eq!(code, 422, "{body}");
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    assert_eq!(
+        code_of(admin.get::<Value>(&format!("{TOKENS_PATH}/x")).await),
+        404
+    );
 }
 
 #[tokio::test]
