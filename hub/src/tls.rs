@@ -101,7 +101,11 @@ fn hostname() -> Option<String> {
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
         .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty() && h.parse::<std::net::IpAddr>().is_err())
+        // A name no client could verify (an underscore, say) is left out
+        // rather than making the certificate unusable.
+        .filter(|h| {
+            h.parse::<std::net::IpAddr>().is_err() && ServerName::try_from(h.as_str()).is_ok()
+        })
 }
 
 /// The CA's parameters. The subject and key usages are fixed, so the issuer
