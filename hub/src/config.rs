@@ -25,7 +25,7 @@ pub struct Config {
     #[arg(long, env = "SPOKE_HUB_DATA_DIR", value_name = "DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
 
-    /// Address of the HTTP API. Plain HTTP: keep it on loopback until TLS lands.
+    /// Address of the API (HTTPS, with a certificate from the hub's own CA).
     #[arg(
         long,
         env = "SPOKE_HUB_LISTEN",
@@ -33,6 +33,17 @@ pub struct Config {
         default_value = "127.0.0.1:6443"
     )]
     pub listen: SocketAddr,
+
+    /// Extra name or IP address for the API's server certificate (repeat for
+    /// more). localhost, 127.0.0.1, ::1, the host name and the listen address
+    /// are always in it.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_sans: Vec<String>,
+
+    /// Serve the API over plain HTTP instead of HTTPS. For development on
+    /// loopback only: tokens then cross the network in clear.
+    #[arg(long)]
+    pub insecure_http: bool,
 
     /// Address of the embedded MQTT broker that agents connect to.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
@@ -121,6 +132,14 @@ impl Config {
                 message,
             });
         }
+        for san in &self.tls_sans {
+            if rustls::pki_types::ServerName::try_from(san.as_str()).is_err() {
+                return Err(Error::Invalid {
+                    option: "tls-san",
+                    message: format!("\"{san}\" is neither a DNS name nor an IP address"),
+                });
+            }
+        }
         if self.node_grace < Duration::from_secs(1) {
             return Err(Error::Invalid {
                 option: "node-grace",
@@ -156,6 +175,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:6443");
         assert_eq!(c.broker_url(), "mqtt://127.0.0.1:1883");
         assert_eq!(c.node_grace, Duration::from_secs(40));
+        assert!(!c.insecure_http && c.tls_sans.is_empty());
     }
 
     #[test]
@@ -184,6 +204,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--listen"), "{e}");
+        let e = Config::load(args(&["--tls-san", "hub.example", "--tls-san", "bad name"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--tls-san:") && e.contains("bad name"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hub.yaml");
         std::fs::write(&file, "no-such-option: 1\n").unwrap();

@@ -124,9 +124,12 @@ impl Drop for Proc {
     }
 }
 
-/// A running hub with an embedded broker.
+/// A running hub with an embedded broker, started the default way: HTTPS
+/// with its own CA, an admin token, and the CLI config it writes (in its
+/// temporary directory) used by [`Hub::client`] and [`Hub::spoke`].
 pub struct Hub {
     pub proc: Proc,
+    /// `https://127.0.0.1:PORT` (`http://` with `--insecure-http`).
     pub api_url: String,
     pub mqtt_url: String,
     pub dir: tempfile::TempDir,
@@ -141,18 +144,27 @@ impl Hub {
 
     /// A hub using an external broker at `broker_url` when given.
     pub async fn start_with(broker_url: Option<&str>) -> Hub {
+        Hub::start_opts(broker_url, &[]).await
+    }
+
+    /// A hub with extra command-line options (such as `--insecure-http`).
+    pub async fn start_opts(broker_url: Option<&str>, extra: &[&str]) -> Hub {
         let dir = tempfile::tempdir().expect("tempdir");
         let (api, mqtt) = (free_port(), free_port());
-        let mut args: Vec<String> = vec![
-            "--data-dir".into(),
+        let path = |p: &str| {
             dir.path()
-                .join("hub")
+                .join(p)
                 .to_str()
                 .expect("utf-8 temp dir")
-                .into(),
+                .to_string()
+        };
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            path("hub"),
             "--listen".into(),
             format!("127.0.0.1:{api}"),
-            "--no-client-config".into(),
+            "--client-config".into(),
+            path("config"),
         ];
         let mqtt_url = match broker_url {
             Some(url) => {
@@ -164,10 +176,16 @@ impl Hub {
                 format!("mqtt://127.0.0.1:{mqtt}")
             }
         };
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let scheme = if extra.contains(&"--insecure-http") {
+            "http"
+        } else {
+            "https"
+        };
         let proc = Hub::spawn(&args, dir.path());
         let hub = Hub {
             proc,
-            api_url: format!("http://127.0.0.1:{api}"),
+            api_url: format!("{scheme}://127.0.0.1:{api}"),
             mqtt_url,
             dir,
             args,
@@ -193,20 +211,46 @@ impl Hub {
     }
 
     async fn wait_up(&self) {
-        let client = self.client();
         eventually(
             Duration::from_secs(30),
-            "the hub to answer /healthz",
-            || {
-                let c = client.clone();
-                async move { c.get::<Value>("/version").await.ok() }
+            "the hub to write its CLI config and answer /version",
+            || async {
+                if !self.config_path().exists() {
+                    return None;
+                }
+                self.client().get::<Value>("/version").await.ok()
             },
         )
         .await;
     }
 
+    /// The CLI config the hub wrote (server, CA, admin token).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// The hub's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("hub")
+    }
+
+    /// What the hub's CLI config says: server, CA, admin token.
+    pub fn target(&self) -> spoke_client::kubeconfig::Target {
+        spoke_client::kubeconfig::KubeConfig::load(&self.config_path())
+            .and_then(|c| c.target(None))
+            .expect("the hub's CLI config")
+    }
+
+    /// A client with the admin token, trusting the hub's CA, as the CLI
+    /// config says.
     pub fn client(&self) -> Client {
-        Client::new(&self.api_url, None).expect("client")
+        Client::for_target(&self.target()).expect("client")
+    }
+
+    /// A client trusting the hub's CA that sends `token` (or none).
+    pub fn client_with(&self, token: Option<&str>) -> Client {
+        Client::with_tls(&self.api_url, token.map(str::to_string), &self.target().tls)
+            .expect("client")
     }
 
     /// Starts an agent for node `name` against this hub.
@@ -214,9 +258,20 @@ impl Hub {
         Agent::start(&self.mqtt_url, name, self.dir.path(), extra)
     }
 
-    /// Runs the `spoke` CLI against this hub.
+    /// Runs the `spoke` CLI with the config the hub wrote.
     pub fn spoke(&self, args: &[&str]) -> Output {
-        spoke_cmd(&self.api_url, args)
+        self.spoke_cmd().args(args).output().expect("run spoke")
+    }
+
+    /// The `spoke` CLI with the config the hub wrote, ready for more args.
+    pub fn spoke_cmd(&self) -> Command {
+        let mut cmd = Command::new(bin("spoke"));
+        cmd.arg("--kubeconfig")
+            .arg(self.config_path())
+            .env_remove("SPOKE_CONFIG")
+            .env_remove("SPOKE_SERVER")
+            .env_remove("SPOKE_TOKEN");
+        cmd
     }
 
     /// Waits until node `name` is Ready.
@@ -279,8 +334,9 @@ impl Hub {
     /// Applies a manifest given as text through the CLI (`apply -f -`).
     pub fn apply(&self, manifest: &str) -> Output {
         use std::io::Write;
-        let mut child = Command::new(bin("spoke"))
-            .args(["--server", &self.api_url, "apply", "-f", "-"])
+        let mut child = self
+            .spoke_cmd()
+            .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -302,12 +358,13 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs the `spoke` CLI with `--server`.
+/// Runs the `spoke` CLI with `--server` and no config file.
 pub fn spoke_cmd(server: &str, args: &[&str]) -> Output {
     Command::new(bin("spoke"))
         .args(["--server", server])
         .args(args)
         .env_remove("SPOKE_CONFIG")
+        .env_remove("SPOKE_TOKEN")
         .output()
         .expect("run spoke")
 }

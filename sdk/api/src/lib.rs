@@ -5,6 +5,7 @@
 //! tests all agree on one definition of every shape and cannot drift apart.
 
 pub mod apps;
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod core;

@@ -354,7 +354,7 @@ fn columns(kind: &str) -> Vec<Column> {
 }
 
 /// Columns separated by at least three spaces, as kubectl prints them.
-fn align(rows: &[Vec<String>]) -> String {
+pub(crate) fn align(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {

@@ -3,6 +3,7 @@
 mod apply;
 mod get;
 mod manifest;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,13 @@ struct Cli {
     /// Context of the config file to use.
     #[arg(long, global = true)]
     context: Option<String>,
+    /// PEM file of the CA that signed the hub's certificate (overrides the
+    /// config file's).
+    #[arg(long, global = true, value_name = "FILE")]
+    certificate_authority: Option<PathBuf>,
+    /// Do not verify the hub's certificate (for experiments only).
+    #[arg(long, global = true)]
+    insecure_skip_tls_verify: bool,
     /// Namespace (default: the context's, else "default").
     #[arg(short, long, global = true)]
     namespace: Option<String>,
@@ -97,6 +105,11 @@ enum Command {
     Version,
     /// Print where the hub is.
     ClusterInfo,
+    /// Create, list and revoke bearer tokens (cluster admins only).
+    Token {
+        #[command(subcommand)]
+        command: token::Command,
+    },
 }
 
 /// Connection settings resolved from flags, environment and config file.
@@ -136,8 +149,14 @@ fn connect(cli: &Cli) -> anyhow::Result<Ctx> {
         .clone()
         .or_else(|| from_file.as_ref().and_then(|t| t.namespace.clone()))
         .unwrap_or_else(|| "default".to_string());
+    let mut tls = from_file.map(|t| t.tls).unwrap_or_default();
+    if let Some(file) = &cli.certificate_authority {
+        tls.ca_pem =
+            Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?);
+    }
+    tls.insecure_skip_verify |= cli.insecure_skip_tls_verify;
     Ok(Ctx {
-        client: Client::new(&server, token)?,
+        client: Client::with_tls(&server, token, &tls)?,
         namespace,
     })
 }
@@ -182,6 +201,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{reference} pushed: {} ({size} bytes)", info.digest);
         }
         Command::Apply { files } => return apply::apply(&ctx.client, &ctx.namespace, &files).await,
+        Command::Token { command } => {
+            token::run(&ctx.client, command, cli.namespace.as_deref()).await?
+        }
         Command::Get {
             kind,
             names,

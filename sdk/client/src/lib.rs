@@ -20,6 +20,11 @@ pub enum Error {
     /// No connection could be made.
     #[error("cannot reach the hub at {server}: {reason} (is spoke-hub running?)")]
     Unreachable { server: String, reason: String },
+    /// The hub's certificate is not one this client trusts.
+    #[error(
+        "cannot verify the hub at {server}: {reason} (the config's certificate-authority-data must hold the hub's CA, which spoke-hub writes into the config it makes)"
+    )]
+    Certificate { server: String, reason: String },
     /// The hub answered with an error `Status` (boxed: it is large).
     #[error("{0}")]
     Api(Box<Status>),
@@ -41,6 +46,16 @@ impl Error {
     }
 }
 
+/// How the client verifies the hub's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// Trust only these CA certificates (PEM); the public web roots when
+    /// `None`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any certificate (for experiments only).
+    pub insecure_skip_verify: bool,
+}
+
 /// A connection to one hub.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -59,11 +74,45 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// Whether a connection error is about the peer's certificate.
+fn is_certificate_error(reason: &str) -> bool {
+    reason.contains("certificate") || reason.contains("UnknownIssuer")
+}
+
 impl Client {
-    /// A client for the hub at `server` (`http://127.0.0.1:6443`).
+    /// A client for the hub at `server` (`https://127.0.0.1:6443`) that
+    /// trusts the public web roots.
     pub fn new(server: &str, token: Option<String>) -> Result<Client, Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        Client::with_tls(server, token, &Tls::default())
+    }
+
+    /// A client for the hub a config context points at.
+    pub fn for_target(target: &kubeconfig::Target) -> Result<Client, Error> {
+        Client::with_tls(&target.server, target.token.clone(), &target.tls)
+    }
+
+    /// A client for the hub at `server` that verifies its certificate as
+    /// `tls` says.
+    pub fn with_tls(server: &str, token: Option<String>, tls: &Tls) -> Result<Client, Error> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = &tls.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::Config(
+                        "the certificate authority is not a PEM certificate (certificate-authority-data must be base64 of the PEM file)".into(),
+                    )
+                })?;
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if tls.insecure_skip_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
@@ -86,9 +135,13 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
-        let resp = req.send().await.map_err(|e| Error::Unreachable {
-            server: self.server.clone(),
-            reason: root_cause(&e),
+        let resp = req.send().await.map_err(|e| {
+            let (server, reason) = (self.server.clone(), root_cause(&e));
+            if is_certificate_error(&reason) {
+                Error::Certificate { server, reason }
+            } else {
+                Error::Unreachable { server, reason }
+            }
         })?;
         if resp.status().is_success() {
             return Ok(resp);
