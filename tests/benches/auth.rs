@@ -17,19 +17,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spoke_client::Client;
 use spoke_e2e::Hub;
+use spoke_e2e::stats::{ms, percentile};
 
 const REQUESTS: usize = 500;
 const CREATES: usize = 200;
 const PODS: &str = "/api/v1/namespaces/default/pods";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},

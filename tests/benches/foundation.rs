@@ -12,42 +12,14 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use spoke_e2e::stats::{median, ms, percentile, redb_commits};
 use spoke_e2e::{Hub, bin, example_wasm};
 
 const PODS: usize = 100;
 const FLOOR_SAMPLES: usize = 200;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    percentile(&v, 0.5)
-}
-
 fn redb_commit(dir: &std::path::Path) -> Duration {
-    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("bench");
-    let db = redb::Database::create(dir.join("floor.redb")).expect("redb");
-    let value = vec![7u8; 1024];
-    let samples = (0..FLOOR_SAMPLES as u64)
-        .map(|i| {
-            let t = Instant::now();
-            let txn = db.begin_write().expect("txn");
-            txn.open_table(T)
-                .expect("table")
-                .insert(i, value.as_slice())
-                .expect("insert");
-            txn.commit().expect("commit");
-            t.elapsed()
-        })
-        .collect();
-    median(samples)
+    median(redb_commits(dir, FLOOR_SAMPLES))
 }
 
 async fn wasmtime_instantiate(wasm: &[u8]) -> Duration {

@@ -5,6 +5,8 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; the
 //! test script does it), and the example guests too (`examples/build.sh`).
 
+pub mod stats;
+
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

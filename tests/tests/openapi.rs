@@ -35,8 +35,16 @@ async fn a_fuzzer_driven_by_the_openapi_document_gets_no_server_error() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "schemathesis found failures:\n{}", tail(&text, 80));
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{}",
+        tail(&text, 80)
+    );
     assert!(text.contains("passed"), "{}", tail(&text, 40));
     let log = hub.proc.output();
-    assert!(!log.contains("panicked"), "the hub panicked:\n{}", tail(&log, 40));
+    assert!(
+        !log.contains("panicked"),
+        "the hub panicked:\n{}",
+        tail(&log, 40)
+    );
 }

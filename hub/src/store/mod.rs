@@ -13,7 +13,7 @@
 
 mod redb;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -90,8 +90,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Every object whose key starts with `prefix`, in key order, and the
     /// revision the list is consistent with.
     fn list(&self, prefix: &str) -> Result<(Vec<Value>, u64), Error>;
-    /// Applies one write atomically and durably; returns its event.
-    fn write(&self, key: &str, op: Write) -> Result<Event, Error>;
+    /// Applies writes in order, all in one durable commit. Each gets its own
+    /// result: a refused write (conflict, not found, exists) changes
+    /// nothing and does not stop the others. `Err` means nothing was
+    /// committed.
+    fn write_batch(&self, batch: Vec<(String, Write)>) -> Result<Vec<Result<Event, Error>>, Error>;
     /// The current global revision.
     fn revision(&self) -> Result<u64, Error>;
     /// Every write after `revision`, in order, or [`Error::Gone`] when the
@@ -125,18 +128,85 @@ pub fn revision_of(object: &Value) -> Option<u64> {
 pub struct Store {
     backend: Arc<dyn Backend>,
     events: broadcast::Sender<Event>,
-    /// Held across "commit, then publish" so that subscribers see events in
-    /// revision order even when writers race.
-    order: Arc<Mutex<()>>,
+    /// To the writer thread.
+    writes: std::sync::mpsc::Sender<Pending>,
+}
+
+/// A write waiting for the writer thread, and who to tell.
+struct Pending {
+    key: String,
+    op: Write,
+    reply: tokio::sync::oneshot::Sender<Result<Event, Error>>,
+}
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 256;
+
+/// The one writer: takes every write queued while the last commit was on
+/// disk and commits them together (group commit), then publishes their
+/// events in revision order and answers each writer. A write is answered
+/// only after its commit, so an acknowledged write survives `kill -9`;
+/// batching only lets concurrent writers share an fsync.
+///
+/// It holds the backend weakly between batches, so the file closes as soon
+/// as the last `Store` is dropped (a write in flight keeps its `Store`).
+fn writer(
+    backend: std::sync::Weak<dyn Backend>,
+    events: broadcast::Sender<Event>,
+    queue: std::sync::mpsc::Receiver<Pending>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => pending.push(p),
+                Err(_) => break,
+            }
+        }
+        let (batch, replies): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .map(|p| ((p.key, p.op), p.reply))
+            .unzip();
+        let Some(backend) = backend.upgrade() else {
+            for reply in replies {
+                let _ = reply.send(Err(Error::Backend("the store is closed".into())));
+            }
+            return;
+        };
+        match backend.write_batch(batch) {
+            Ok(results) => {
+                for (result, reply) in results.into_iter().zip(replies) {
+                    if let Ok(event) = &result {
+                        // No subscriber is fine: nobody is watching yet.
+                        let _ = events.send(event.clone());
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Backend(message.clone())));
+                }
+            }
+        }
+    }
 }
 
 impl Store {
     pub fn new(backend: impl Backend) -> Store {
         let (events, _) = broadcast::channel(4096);
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let (writes, queue) = std::sync::mpsc::channel();
+        let (b, e) = (Arc::downgrade(&backend), events.clone());
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(b, e, queue))
+            .expect("cannot start the store's writer thread");
         Store {
-            backend: Arc::new(backend),
+            backend,
             events,
-            order: Arc::new(Mutex::new(())),
+            writes,
         }
     }
 
@@ -171,17 +241,17 @@ impl Store {
 
     /// Applies a write and tells subscribers.
     pub async fn write(&self, key: &str, op: Write) -> Result<Event, Error> {
-        let key = key.to_string();
-        let events = self.events.clone();
-        let order = self.order.clone();
-        self.blocking(move |b| {
-            let _in_order = order.lock().unwrap_or_else(|p| p.into_inner());
-            let event = b.write(&key, op)?;
-            // No subscriber is fine: nobody is watching yet.
-            let _ = events.send(event.clone());
-            Ok(event)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writes
+            .send(Pending {
+                key: key.to_string(),
+                op,
+                reply,
+            })
+            .map_err(|_| Error::Backend("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Backend("the store's writer has stopped".into()))?
     }
 
     pub async fn create(&self, key: &str, object: Value) -> Result<Value, Error> {

@@ -2,8 +2,9 @@
 //!
 //! Tables: `objects` (key → JSON), `meta` (`revision` → u64) and `changes`
 //! (revision → event JSON, the last [`CHANGE_LOG_LEN`] writes, for watches
-//! that resume). Every write is one redb transaction committed with redb's
-//! default durability (fsync before `commit` returns).
+//! that resume). Writes come in batches (see [`super::Store`]): each batch
+//! is one redb transaction committed with redb's default durability (fsync
+//! before `commit` returns), so every write in it is durable when answered.
 
 use std::path::Path;
 
@@ -75,6 +76,35 @@ fn set_revision(object: &mut Value, revision: u64) {
     }
 }
 
+/// Checks one write against the current object and gives what to store
+/// (for a delete, the last state) stamped with `revision`.
+fn prepare(op: Write, current: Option<Value>, revision: u64) -> Result<(EventType, Value), Error> {
+    let check = |expected: Option<u64>, current: &Value| match expected {
+        Some(want) if revision_of(current) != Some(want) => Err(Error::Conflict),
+        _ => Ok(()),
+    };
+    let (type_, mut object) = match op {
+        Write::Create(object) => {
+            if current.is_some() {
+                return Err(Error::AlreadyExists);
+            }
+            (EventType::Added, object)
+        }
+        Write::Update { object, expected } => {
+            let current = current.ok_or(Error::NotFound)?;
+            check(expected, &current)?;
+            (EventType::Modified, object)
+        }
+        Write::Delete { expected } => {
+            let current = current.ok_or(Error::NotFound)?;
+            check(expected, &current)?;
+            (EventType::Deleted, current)
+        }
+    };
+    set_revision(&mut object, revision);
+    Ok((type_, object))
+}
+
 impl Backend for RedbBackend {
     fn get(&self, key: &str) -> Result<Option<Value>, Error> {
         let txn = self.db.begin_read().map_err(backend_err)?;
@@ -100,79 +130,66 @@ impl Backend for RedbBackend {
         Ok((items, revision))
     }
 
-    fn write(&self, key: &str, op: Write) -> Result<Event, Error> {
+    fn write_batch(&self, batch: Vec<(String, Write)>) -> Result<Vec<Result<Event, Error>>, Error> {
         let txn = self.db.begin_write().map_err(backend_err)?;
-        let event = {
+        let mut results = Vec::with_capacity(batch.len());
+        {
             let mut objects = txn.open_table(OBJECTS).map_err(backend_err)?;
             let mut meta = txn.open_table(META).map_err(backend_err)?;
             let mut changes = txn.open_table(CHANGES).map_err(backend_err)?;
-            let current = match objects.get(key).map_err(backend_err)? {
-                Some(v) => Some(decode(key, v.value())?),
-                None => None,
-            };
-            let revision = meta
+            let mut revision = meta
                 .get("revision")
                 .map_err(backend_err)?
                 .map(|v| v.value())
-                .unwrap_or(0)
-                + 1;
-            let check = |expected: Option<u64>, current: &Value| match expected {
-                Some(want) if revision_of(current) != Some(want) => Err(Error::Conflict),
-                _ => Ok(()),
-            };
-            let (type_, object) = match op {
-                Write::Create(mut object) => {
-                    if current.is_some() {
-                        return Err(Error::AlreadyExists);
+                .unwrap_or(0);
+            for (key, op) in batch {
+                // Each write sees the ones before it in the batch, as if it
+                // had been committed alone; a refused one changes nothing.
+                let current = match objects.get(key.as_str()).map_err(backend_err)? {
+                    Some(v) => Some(decode(&key, v.value())?),
+                    None => None,
+                };
+                let next = revision + 1;
+                let (type_, object) = match prepare(op, current, next) {
+                    Ok(done) => done,
+                    Err(refused) => {
+                        results.push(Err(refused));
+                        continue;
                     }
-                    set_revision(&mut object, revision);
-                    (EventType::Added, object)
+                };
+                match type_ {
+                    EventType::Deleted => {
+                        objects.remove(key.as_str()).map_err(backend_err)?;
+                    }
+                    _ => {
+                        let bytes = serde_json::to_vec(&object).map_err(backend_err)?;
+                        objects
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(backend_err)?;
+                    }
                 }
-                Write::Update {
-                    mut object,
-                    expected,
-                } => {
-                    let current = current.ok_or(Error::NotFound)?;
-                    check(expected, &current)?;
-                    set_revision(&mut object, revision);
-                    (EventType::Modified, object)
+                revision = next;
+                let event = Event {
+                    type_,
+                    key,
+                    revision,
+                    object,
+                };
+                let event_bytes = serde_json::to_vec(&event).map_err(backend_err)?;
+                changes
+                    .insert(revision, event_bytes.as_slice())
+                    .map_err(backend_err)?;
+                if revision > self.log_len {
+                    changes
+                        .remove(revision - self.log_len)
+                        .map_err(backend_err)?;
                 }
-                Write::Delete { expected } => {
-                    let mut current = current.ok_or(Error::NotFound)?;
-                    check(expected, &current)?;
-                    set_revision(&mut current, revision);
-                    (EventType::Deleted, current)
-                }
-            };
-            let bytes = serde_json::to_vec(&object).map_err(backend_err)?;
-            match type_ {
-                EventType::Deleted => {
-                    objects.remove(key).map_err(backend_err)?;
-                }
-                _ => {
-                    objects.insert(key, bytes.as_slice()).map_err(backend_err)?;
-                }
+                results.push(Ok(event));
             }
             meta.insert("revision", revision).map_err(backend_err)?;
-            let event = Event {
-                type_,
-                key: key.to_string(),
-                revision,
-                object,
-            };
-            let event_bytes = serde_json::to_vec(&event).map_err(backend_err)?;
-            changes
-                .insert(revision, event_bytes.as_slice())
-                .map_err(backend_err)?;
-            if revision > self.log_len {
-                changes
-                    .remove(revision - self.log_len)
-                    .map_err(backend_err)?;
-            }
-            event
-        };
+        }
         txn.commit().map_err(backend_err)?;
-        Ok(event)
+        Ok(results)
     }
 
     fn changes_since(&self, revision: u64) -> Result<Vec<Event>, Error> {

@@ -225,3 +225,84 @@ async fn the_change_log_survives_a_restart() {
     let seen: Vec<_> = events.iter().map(|e| (e.type_, e.revision)).collect();
     assert_eq!(seen, [(EventType::Added, 1), (EventType::Deleted, 2)]);
 }
+
+#[test]
+fn a_batch_applies_in_order_and_refused_writes_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RedbBackend::open(&dir.path().join("s.redb")).unwrap();
+    let k = || "configmaps/default/a".to_string();
+    let results = backend
+        .write_batch(vec![
+            (k(), Write::Create(obj("a"))),
+            (k(), Write::Create(obj("a"))),
+            (
+                k(),
+                Write::Update {
+                    object: obj("a"),
+                    expected: Some(99),
+                },
+            ),
+            (
+                k(),
+                Write::Update {
+                    object: obj("a"),
+                    expected: Some(1),
+                },
+            ),
+            (k(), Write::Delete { expected: None }),
+        ])
+        .unwrap();
+    let outcome: Vec<Result<u64, String>> = results
+        .into_iter()
+        .map(|r| r.map(|e| e.revision).map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(
+        outcome,
+        vec![
+            Ok(1),
+            Err(Error::AlreadyExists.to_string()),
+            Err(Error::Conflict.to_string()),
+            Ok(2),
+            Ok(3)
+        ]
+    );
+    assert_eq!(backend.revision().unwrap(), 3);
+    let log: Vec<u64> = backend
+        .changes_since(0)
+        .unwrap()
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(log, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_commits_and_stay_in_order() {
+    let (_dir, store) = open();
+    let mut events = store.subscribe();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .create(&format!("configmaps/default/c{i}"), obj(&format!("c{i}")))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut acked: Vec<u64> = Vec::new();
+    for t in tasks {
+        acked.push(revision_of(&t.await.unwrap()).unwrap());
+    }
+    acked.sort();
+    assert_eq!(acked, (1..=64).collect::<Vec<u64>>());
+    let mut seen = Vec::new();
+    for _ in 0..64 {
+        seen.push(events.recv().await.unwrap().revision);
+    }
+    assert_eq!(
+        seen,
+        (1..=64).collect::<Vec<u64>>(),
+        "published in revision order"
+    );
+}
