@@ -46,7 +46,7 @@ pub(super) fn routes() -> Router<AppState> {
             .route(
                 &coll,
                 get(move |s, p, q| list(s, rt, p, q))
-                    .post(move |s, p, h, b| create(s, rt, p, h, b))
+                    .post(move |s, p, q, h, b| create(s, rt, p, q, h, b))
                     .delete(move |s, p, q, l, h, b| delete_collection(s, rt, p, q, l, h, b)),
             )
             .route(&item, object_routes(rt, Sub::Main));
@@ -73,8 +73,8 @@ enum Sub {
 
 fn object_routes(rt: &'static ResourceType, sub: Sub) -> MethodRouter<AppState> {
     let r = get(move |s, p| read(s, rt, p, sub))
-        .put(move |s, p, h, b| update(s, rt, p, h, b, sub))
-        .patch(move |s, p, h, b| patch_object(s, rt, p, h, b, sub));
+        .put(move |s, p, q, h, b| update(s, rt, p, q, h, b, sub))
+        .patch(move |s, p, q, h, b| patch_object(s, rt, p, q, h, b, sub));
     if sub == Sub::Main {
         r.delete(move |s, p, q, h, b| delete(s, rt, p, q, h, b))
     } else {
@@ -470,17 +470,110 @@ async fn read(
     Ok(axum::Json(out).into_response())
 }
 
+/// `?fieldValidation=`: what to do with fields the kind does not have.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WriteQuery {
+    field_validation: Option<String>,
+}
+
+impl WriteQuery {
+    /// Applies the policy to `value`: `Strict` (the default: nothing a user
+    /// writes is silently dropped) leaves it for admission to refuse;
+    /// `Warn` and `Ignore` drop unknown fields, and `Warn` returns a
+    /// warning for each.
+    fn unknown_fields(&self, rt: &ResourceType, value: &mut Value) -> Result<Vec<String>, Error> {
+        match self.field_validation.as_deref() {
+            None | Some("Strict") => Ok(Vec::new()),
+            Some("Warn") => Ok(drop_unknown_fields(rt, value)),
+            Some("Ignore") => {
+                drop_unknown_fields(rt, value);
+                Ok(Vec::new())
+            }
+            Some(other) => Err(Error::BadRequest(format!(
+                "fieldValidation \"{other}\" is not one of Strict, Warn, Ignore"
+            ))),
+        }
+    }
+}
+
+/// Removes the fields admission would refuse as unknown; returns their
+/// paths.
+fn drop_unknown_fields(rt: &ResourceType, value: &mut Value) -> Vec<String> {
+    let mut dropped = Vec::new();
+    // Each decode reports the unknown fields it met; a few rounds cover
+    // unknown fields nested under other unknown-free paths.
+    for _ in 0..4 {
+        let Err(Error::Invalid { causes, .. }) = admit(rt, value.clone()) else {
+            break;
+        };
+        let unknown: Vec<String> = causes
+            .into_iter()
+            .filter(|c| c.reason == "FieldValueUnknown")
+            .map(|c| c.field)
+            .collect();
+        if unknown.is_empty() {
+            break;
+        }
+        for path in unknown {
+            remove_path(value, &path);
+            dropped.push(path);
+        }
+    }
+    dropped
+}
+
+/// Removes `a.b.0.c` from a JSON value.
+fn remove_path(value: &mut Value, path: &str) {
+    let parts: Vec<&str> = path.split('.').collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
+    let mut cur = value;
+    for p in parents {
+        let next = match cur {
+            Value::Object(m) => m.get_mut(*p),
+            Value::Array(a) => p.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Value::Object(m) = cur {
+        m.remove(*last);
+    }
+}
+
+/// A response with one `Warning` header per message, as Kubernetes sends
+/// them (kubectl prints them).
+fn with_warnings(mut res: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"unknown field \\\"{}\\\"\"", w.replace('"', "'"));
+        if let Ok(v) = axum::http::HeaderValue::from_str(&text) {
+            res.headers_mut().append(header::WARNING, v);
+        }
+    }
+    res
+}
+
 async fn create(
     State(state): State<AppState>,
     rt: &'static ResourceType,
     Path(params): Params,
+    Query(q): Query<WriteQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
     let (ns, _) = scope(rt, &params);
-    let value = parse_object(&headers, &body)?;
+    let mut value = parse_object(&headers, &body)?;
+    let warnings = q.unknown_fields(rt, &mut value)?;
     let created = create_object(&state.store, rt, ns.as_deref(), value).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+    Ok(with_warnings(
+        (StatusCode::CREATED, axum::Json(created)).into_response(),
+        &warnings,
+    ))
 }
 
 /// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
@@ -661,12 +754,18 @@ async fn update(
     State(state): State<AppState>,
     rt: &'static ResourceType,
     Path(params): Params,
+    Query(q): Query<WriteQuery>,
     headers: HeaderMap,
     body: Bytes,
     sub: Sub,
 ) -> Result<Response, Error> {
     let (ns, name) = scope(rt, &params);
-    let value = parse_object(&headers, &body)?;
+    let mut value = parse_object(&headers, &body)?;
+    let warnings = if sub == Sub::Main {
+        q.unknown_fields(rt, &mut value)?
+    } else {
+        Vec::new()
+    };
     let expected = revision_of(&value);
     let current = get_current(&state.store, rt, ns.as_deref(), &name).await?;
     let next = next_version(rt, &current, value, sub)?;
@@ -682,13 +781,14 @@ async fn update(
     } else {
         stored
     };
-    Ok(axum::Json(out).into_response())
+    Ok(with_warnings(axum::Json(out).into_response(), &warnings))
 }
 
 async fn patch_object(
     State(state): State<AppState>,
     rt: &'static ResourceType,
     Path(params): Params,
+    Query(q): Query<WriteQuery>,
     headers: HeaderMap,
     body: Bytes,
     sub: Sub,
@@ -712,11 +812,16 @@ async fn patch_object(
         } else {
             current.clone()
         };
-        let patched = patch::apply(kind, &view, &patch_doc).map_err(|e| Error::Invalid {
+        let mut patched = patch::apply(kind, &view, &patch_doc).map_err(|e| Error::Invalid {
             kind: rt.kind.into(),
             name: name.clone(),
             causes: vec![FieldError::invalid("patch", e)],
         })?;
+        let warnings = if sub == Sub::Main {
+            q.unknown_fields(rt, &mut patched)?
+        } else {
+            Vec::new()
+        };
         let pinned = revision_of(&patched).filter(|rv| Some(*rv) != revision_of(&current));
         let next = next_version(rt, &current, patched, sub)?;
         let expected = pinned.or(revision_of(&current));
@@ -730,7 +835,7 @@ async fn patch_object(
                 } else {
                     stored
                 };
-                return Ok(axum::Json(out).into_response());
+                return Ok(with_warnings(axum::Json(out).into_response(), &warnings));
             }
         }
     }

@@ -109,6 +109,14 @@ fn delete_params() -> Vec<Value> {
     ]
 }
 
+fn write_params() -> Vec<Value> {
+    vec![query(
+        "fieldValidation",
+        json!({"type": "string", "enum": ["Strict", "Warn", "Ignore"]}),
+        "unknown fields: refuse (default), drop with a Warning header, or drop",
+    )]
+}
+
 fn op(id: String, params: Vec<Value>, request: Option<Value>, responses: Value) -> Value {
     let mut o = json!({"operationId": id, "parameters": params, "responses": responses});
     if let Some(r) = request {
@@ -149,7 +157,7 @@ fn paths_for(rt: &ResourceType, obj: &Value, paths: &mut Map<String, Value>) {
         coll.clone(),
         json!({
             "get": op(format!("list{kind}"), with(ns_param(), list_params()), None, reply("200", &list)),
-            "post": op(format!("create{kind}"), ns_param(), Some(body(obj)), reply("201", obj)),
+            "post": op(format!("create{kind}"), with(ns_param(), write_params()), Some(body(obj)), reply("201", obj)),
             "delete": op(format!("deleteCollection{kind}"), with(ns_param(), with(list_params(), delete_params())), None, reply("200", &list)),
         }),
     );
@@ -167,8 +175,8 @@ fn paths_for(rt: &ResourceType, obj: &Value, paths: &mut Map<String, Value>) {
         item.clone(),
         json!({
             "get": op(format!("read{kind}"), item_params(), None, reply("200", obj)),
-            "put": op(format!("replace{kind}"), item_params(), Some(body(obj)), reply("200", obj)),
-            "patch": op(format!("patch{kind}"), item_params(), Some(patch_body.clone()), reply("200", obj)),
+            "put": op(format!("replace{kind}"), with(item_params(), write_params()), Some(body(obj)), reply("200", obj)),
+            "patch": op(format!("patch{kind}"), with(item_params(), write_params()), Some(patch_body.clone()), reply("200", obj)),
             "delete": op(format!("delete{kind}"), with(item_params(), delete_params()), None, reply("200", obj)),
         }),
     );

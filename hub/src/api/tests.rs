@@ -817,3 +817,42 @@ async fn limit_ranges_default_pods_and_quotas_refuse_them_by_name() {
     }
     panic!("quota status.used never showed the pod");
 }
+
+#[tokio::test]
+async fn unknown_fields_are_refused_unless_the_client_asks_to_warn_or_ignore() {
+    let api = Api::new().await;
+    let body = json!({"metadata": {"name": "w"}, "data": {"a": "b"}, "colour": "red",
+                      "extra": {"nested": 1}});
+    let r = api.call(Method::POST, CMS, Some(body.clone())).await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{CMS}?fieldValidation=Warn"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = api.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let warnings: Vec<String> = res
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("colour")),
+        "{warnings:?}"
+    );
+    let stored = api.ok(Method::GET, &format!("{CMS}/w"), None).await;
+    assert!(stored.get("colour").is_none() && stored.get("extra").is_none());
+    assert_eq!(stored["data"]["a"], "b");
+    let r = api
+        .call(
+            Method::POST,
+            &format!("{CMS}?fieldValidation=Sometimes"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+}
