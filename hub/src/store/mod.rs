@@ -173,7 +173,11 @@ fn writer(
             }
             return;
         };
-        match backend.write_batch(batch) {
+        let outcome = backend.write_batch(batch);
+        // Let go of the file before answering: a writer that drops its
+        // Store once answered may reopen the file at once.
+        drop(backend);
+        match outcome {
             Ok(results) => {
                 for (result, reply) in results.into_iter().zip(replies) {
                     if let Ok(event) = &result {
