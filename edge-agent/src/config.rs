@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub restart_backoff_initial: Duration,
 
+    /// A directory under which pods may mount `hostPath` volumes (repeat for
+    /// more; in the config file, a list). Default: none, so every hostPath
+    /// is refused.
+    #[arg(long = "allow-host-path", value_name = "PREFIX")]
+    pub allow_host_path: Vec<PathBuf>,
+
     /// Longest restart/pull back-off (e.g. 5m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub restart_backoff_max: Duration,
@@ -116,6 +122,14 @@ impl Config {
             return Err(Error::Invalid {
                 option: "restart-backoff-max",
                 message: "must not be less than --restart-backoff-initial".into(),
+            });
+        }
+        if let Some(p) = self.allow_host_path.iter().find(|p| {
+            !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir)
+        }) {
+            return Err(Error::Invalid {
+                option: "allow-host-path",
+                message: format!("{} must be an absolute path without '..'", p.display()),
             });
         }
         if self.max_pods == 0 {
