@@ -7,7 +7,12 @@
 //!   neighbours held to a CPU limit, and (for reference) beside spinning
 //!   neighbours without a limit.
 //!
-//! Prints a table; no assertions: read the ratio, not the time.
+//! - Density: a real hub and agent process, the agent's address space
+//!   limited to 512 GiB (a 64-bit Pi's 39 bits, via `prlimit`), 1,000 idle
+//!   pods (a guest sleeping in `poll_oneoff`): the agent's RSS with none and
+//!   with all of them, per pod, and its virtual size.
+//!
+//! Prints tables; no assertions: read the ratio, not the time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,6 +147,100 @@ async fn scenario(
     latencies
 }
 
+const DENSITY_PODS: usize = 1000;
+
+const IDLE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 3600000000000))
+    (loop $sleep
+      (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+      (br $sleep))))"#;
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn density() {
+    use serde_json::{Value, json};
+    let hub = spoke_e2e::Hub::start().await;
+    let agent = hub.agent("dense-1", &["--max-pods", "2000"]);
+    let pid = agent.proc.pid();
+    let limit = 1u64 << 39;
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--as={limit}:{limit}"))
+        .output()
+        .expect("prlimit");
+    assert!(out.status.success(), "prlimit failed");
+    hub.wait_node_ready("dense-1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("idle.wasm");
+    std::fs::write(&path, wat::parse_str(IDLE).expect("wat")).expect("write");
+    hub.push(&path, "idle:v1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss0 = proc_status_kib(pid, "VmRSS:");
+    let client = hub.client();
+    let pods = "/api/v1/namespaces/default/pods";
+    for i in 0..DENSITY_PODS {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("idle-{i}")},
+            "spec": {"containers": [{"name": "main", "image": "idle:v1",
+                     "resources": {"limits": {"memory": "4Mi"}}}]}});
+        client.create(pods, &pod).await.expect("create");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut running = 0;
+    while std::time::Instant::now() < deadline {
+        let list: Value = client.get(pods).await.expect("list");
+        running = list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+                    .count()
+            })
+            .unwrap_or(0);
+        if running == DENSITY_PODS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Let the logs flush and allocations settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = proc_status_kib(pid, "VmRSS:");
+    let vm = proc_status_kib(pid, "VmSize:");
+    println!(
+        "\nSpoke runtime benchmark: density ({DENSITY_PODS} idle pods, agent under ulimit -v 512 GiB)\n"
+    );
+    println!("| figure | value | goal |");
+    println!("|---|---|---|");
+    println!("| pods Running | {running} of {DENSITY_PODS} | all |");
+    println!("| agent RSS, 0 pods | {:.1} MiB | |", rss0 as f64 / 1024.0);
+    println!(
+        "| agent RSS, {DENSITY_PODS} pods | {:.1} MiB | |",
+        rss as f64 / 1024.0
+    );
+    println!(
+        "| RSS per pod | {:.0} KiB | ≤ 256 KiB |",
+        rss.saturating_sub(rss0) as f64 / DENSITY_PODS as f64
+    );
+    println!(
+        "| agent virtual size | {:.1} GiB of 512 GiB | |",
+        vm as f64 / (1024.0 * 1024.0)
+    );
+}
+
 fn main() {
     // Built as the agent builds its runtime.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -195,5 +294,6 @@ fn main() {
                 p99.as_secs_f64() / a99.as_secs_f64()
             );
         }
+        density().await;
     });
 }

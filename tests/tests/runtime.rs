@@ -455,3 +455,89 @@ async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
         "evicted is final: {pod}"
     );
 }
+
+/// A guest that sleeps forever (an hour at a time), as idle pods do.
+const IDLE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 3600000000000))
+    (loop $sleep
+      (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+      (br $sleep))))"#;
+
+/// What a 64-bit Raspberry Pi kernel gives a process: a 39-bit address space.
+const PI_ADDRESS_SPACE: u64 = 1 << 39;
+
+/// Limits the running process `pid`'s address space (`ulimit -v`).
+fn limit_address_space(pid: u32, bytes: u64) {
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--as={bytes}:{bytes}"))
+        .output()
+        .expect("prlimit (util-linux) is installed");
+    assert!(out.status.success(), "prlimit: {}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_thousand_idle_pods_fit_in_a_39_bit_address_space() {
+    // With wasmtime's defaults (4 GiB + 32 MiB of guard reserved per linear
+    // memory) about 120 pods would fit in 512 GiB.
+    const PODS: usize = 1000;
+    let hub = Hub::start().await;
+    let agent = hub.agent("edge-1", &["--max-pods", "2000"]);
+    limit_address_space(agent.proc.pid(), PI_ADDRESS_SPACE);
+    hub.wait_node_ready("edge-1").await;
+    push_wat(&hub, IDLE, "idle:v1");
+    let client = hub.client();
+    for i in 0..PODS {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("idle-{i}")},
+            "spec": {"containers": [{"name": "main", "image": "idle:v1",
+                     "resources": {"limits": {"memory": "4Mi"}}}]}});
+        client
+            .create("/api/v1/namespaces/default/pods", &pod)
+            .await
+            .unwrap();
+    }
+    let running = |pods: &Value| {
+        pods["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|p| container(p)["state"]["running"].is_object())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut last = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while Instant::now() < deadline {
+        last = client.get("/api/v1/namespaces/default/pods").await.unwrap();
+        if running(&last) == PODS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let not_running: Vec<&Value> = last["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !container(p)["state"]["running"].is_object())
+        .take(3)
+        .collect();
+    assert!(
+        not_running.is_empty(),
+        "{} of {PODS} pods running; e.g. {not_running:?}\n--- agent log ---\n{}",
+        running(&last),
+        spoke_e2e::tail(&agent.proc.output(), 30)
+    );
+    let vm = std::fs::read_to_string(format!("/proc/{}/status", agent.proc.pid())).unwrap();
+    let vm_size = vm.lines().find(|l| l.starts_with("VmSize:")).unwrap_or("");
+    eprintln!(
+        "{PODS} idle pods: agent {vm_size}, RSS {:?} KiB",
+        agent.proc.rss_kib()
+    );
+}
