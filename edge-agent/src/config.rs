@@ -195,6 +195,10 @@ mod tests {
         assert_eq!(c.max_pods, 110);
         assert_eq!(c.backoff(), Backoff::default());
         assert_eq!(c.connection().unwrap().port, 1883);
+        assert!(
+            c.allow_host_path.is_empty(),
+            "no hostPath is allowed by default"
+        );
     }
 
     #[test]
@@ -203,11 +207,15 @@ mod tests {
         let file = dir.path().join("agent.yaml");
         std::fs::write(
             &file,
-            "hub: mqtt://10.0.0.1:1883\nname: from-file\nmax_pods: 7\nrestart-backoff-initial: 1s\n",
+            "hub: mqtt://10.0.0.1:1883\nname: from-file\nmax_pods: 7\nrestart-backoff-initial: 1s\nallow-host-path: [/srv/a, /srv/b]\n",
         )
         .unwrap();
         let c = load(&["--config", file.to_str().unwrap(), "--name", "pi-2"]).unwrap();
         assert_eq!(c.name, "pi-2");
+        assert_eq!(
+            c.allow_host_path,
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
         assert_eq!(c.hub, "mqtt://10.0.0.1:1883");
         assert_eq!(c.max_pods, 7);
         assert_eq!(c.restart_backoff_initial, Duration::from_secs(1));
@@ -215,7 +223,29 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_naming_the_option() {
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--allow-host-path",
+                    "srv",
+                ],
+                "--allow-host-path",
+            ),
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--allow-host-path",
+                    "/srv/../etc",
+                ],
+                "--allow-host-path",
+            ),
             (&["--hub", "mqtt://h", "--name", "Pi_1"], "--name"),
             (&["--hub", "http://h", "--name", "pi"], "--hub"),
             (
