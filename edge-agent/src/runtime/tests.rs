@@ -317,7 +317,7 @@ fn a_spinning_guest_is_held_to_its_cpu_limit() {
     // Loose bounds: the machine is shared and ticks are coarse.
     assert!(share < 0.4, "200m used {:.0}% of a CPU", share * 100.0);
     assert!(
-        share > 0.05,
+        share > 0.02,
         "200m used only {:.0}% of a CPU",
         share * 100.0
     );
