@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub restart_backoff_initial: Duration,
 
+    /// A directory under which pods may mount `hostPath` volumes (repeat for
+    /// more; in the config file, a list). Default: none, so every hostPath
+    /// is refused.
+    #[arg(long = "allow-host-path", value_name = "PREFIX")]
+    pub allow_host_path: Vec<PathBuf>,
+
     /// Longest restart/pull back-off (e.g. 5m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub restart_backoff_max: Duration,
@@ -116,6 +122,14 @@ impl Config {
             return Err(Error::Invalid {
                 option: "restart-backoff-max",
                 message: "must not be less than --restart-backoff-initial".into(),
+            });
+        }
+        if let Some(p) = self.allow_host_path.iter().find(|p| {
+            !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir)
+        }) {
+            return Err(Error::Invalid {
+                option: "allow-host-path",
+                message: format!("{} must be an absolute path without '..'", p.display()),
             });
         }
         if self.max_pods == 0 {
@@ -181,6 +195,10 @@ mod tests {
         assert_eq!(c.max_pods, 110);
         assert_eq!(c.backoff(), Backoff::default());
         assert_eq!(c.connection().unwrap().port, 1883);
+        assert!(
+            c.allow_host_path.is_empty(),
+            "no hostPath is allowed by default"
+        );
     }
 
     #[test]
@@ -189,11 +207,15 @@ mod tests {
         let file = dir.path().join("agent.yaml");
         std::fs::write(
             &file,
-            "hub: mqtt://10.0.0.1:1883\nname: from-file\nmax_pods: 7\nrestart-backoff-initial: 1s\n",
+            "hub: mqtt://10.0.0.1:1883\nname: from-file\nmax_pods: 7\nrestart-backoff-initial: 1s\nallow-host-path: [/srv/a, /srv/b]\n",
         )
         .unwrap();
         let c = load(&["--config", file.to_str().unwrap(), "--name", "pi-2"]).unwrap();
         assert_eq!(c.name, "pi-2");
+        assert_eq!(
+            c.allow_host_path,
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
         assert_eq!(c.hub, "mqtt://10.0.0.1:1883");
         assert_eq!(c.max_pods, 7);
         assert_eq!(c.restart_backoff_initial, Duration::from_secs(1));
@@ -201,7 +223,29 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_naming_the_option() {
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--allow-host-path",
+                    "srv",
+                ],
+                "--allow-host-path",
+            ),
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--allow-host-path",
+                    "/srv/../etc",
+                ],
+                "--allow-host-path",
+            ),
             (&["--hub", "mqtt://h", "--name", "Pi_1"], "--name"),
             (&["--hub", "http://h", "--name", "pi"], "--hub"),
             (

@@ -54,6 +54,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         pods::Settings {
             backoff: config.backoff(),
             logs_dir: data.join("logs"),
+            volumes: pods::volumes::Volumes::new(&data.join("volumes"), &config.allow_host_path),
         },
     );
 

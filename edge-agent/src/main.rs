@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use spoke_agent::Config;
 use spoke_agent::config::Error as ConfigError;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// `EX_USAGE` from sysexits.h: bad configuration.
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -31,13 +33,23 @@ fn main() -> ExitCode {
         }
     };
 
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // `Targets` reads RUST_LOG's `level,target=level` directives without
+    // EnvFilter's regex engine, which would add about a mebibyte to a binary
+    // built for small boards.
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
+    let output = tracing_subscriber::fmt::layer()
         // Colour codes only for people: logs collected from a pipe stay greppable.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(output)
+        .with(filter)
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -62,6 +62,8 @@ pub enum WaitReason {
     ImagePullBackOff,
     InvalidImage,
     CrashLoopBackOff,
+    /// A volume mount cannot be set up (e.g. a hostPath this node does not allow).
+    CreateContainerConfigError,
 }
 
 impl WaitReason {
@@ -72,6 +74,7 @@ impl WaitReason {
             WaitReason::ImagePullBackOff => "ImagePullBackOff",
             WaitReason::InvalidImage => "InvalidImage",
             WaitReason::CrashLoopBackOff => "CrashLoopBackOff",
+            WaitReason::CreateContainerConfigError => "CreateContainerConfigError",
         }
     }
 }
@@ -115,6 +118,11 @@ pub enum Observation {
     Exited(Termination),
     /// The back-off asked for by [`Effect::Sleep`] is over.
     BackoffElapsed,
+    /// The container's configuration (its volume mounts) cannot be set up;
+    /// it is tried again after a back-off, as the node may change.
+    ConfigFailed { message: String },
+    /// The pod was stopped for good (evicted): no restart, whatever the policy.
+    Killed(Termination),
 }
 
 /// The one thing the supervisor must do next.
@@ -255,6 +263,23 @@ impl Container {
                     (self, Effect::Idle)
                 }
             }
+            Observation::ConfigFailed { message } => {
+                self.state = State::Waiting {
+                    reason: WaitReason::CreateContainerConfigError,
+                    message: Some(message),
+                };
+                self.retry = Effect::Run;
+                let d = self.take_backoff(backoff);
+                (self, Effect::Sleep(d))
+            }
+            Observation::Killed(t) => {
+                if let State::Terminated(previous) = &self.state {
+                    self.last_state = Some(previous.clone());
+                }
+                self.finished = true;
+                self.state = State::Terminated(t);
+                (self, Effect::Idle)
+            }
             Observation::BackoffElapsed => {
                 let next = self.retry.clone();
                 if next == Effect::Run {
@@ -392,6 +417,55 @@ mod tests {
     }
 
     #[test]
+    fn crash_backoff_follows_the_run_times_it_is_told() {
+        // The clock is the one in the observations: each row is how long
+        // successive instances ran before crashing, and the back-offs that
+        // must follow. 10 s doubling to 5 min; reset by a run of 10 min.
+        let min = Duration::from_secs(60);
+        type Row = (&'static str, Vec<Duration>, [u64; 6]);
+        let table: [Row; 4] = [
+            ("crashing at once", vec![S; 6], [10, 20, 40, 80, 160, 300]),
+            (
+                "a 10 minute run resets",
+                vec![S, S, S, 10 * min, S, S],
+                [10, 20, 40, 10, 20, 40],
+            ),
+            (
+                "just under 10 minutes does not",
+                vec![S, S, 10 * min - S, S, S, S],
+                [10, 20, 40, 80, 160, 300],
+            ),
+            (
+                "a reset from the cap",
+                vec![S, S, S, S, S, 2 * BACKOFF_RESET_AFTER],
+                [10, 20, 40, 80, 160, 10],
+            ),
+        ];
+        let b = Backoff::default();
+        for (what, runs, want) in table {
+            let mut c = started_container(&b);
+            let mut got = Vec::new();
+            for ran in runs {
+                let (next, e) = c.step(exit(1, ran), RestartPolicy::OnFailure, &b);
+                let Effect::Sleep(d) = e else {
+                    panic!("{what}: expected a back-off, got {e:?}")
+                };
+                got.push(d.as_secs());
+                let (next, e) =
+                    next.step(Observation::BackoffElapsed, RestartPolicy::OnFailure, &b);
+                assert_eq!(e, Effect::Run, "{what}");
+                (c, _) = next.step(
+                    Observation::Started { at: t0() },
+                    RestartPolicy::OnFailure,
+                    &b,
+                );
+            }
+            assert_eq!(got, want, "{what}");
+            assert_eq!(c.restart_count, 6, "{what}");
+        }
+    }
+
+    #[test]
     fn pull_failures_show_err_image_pull_then_image_pull_backoff_and_retry_the_pull() {
         let b = Backoff {
             initial: S,
@@ -439,6 +513,42 @@ mod tests {
         let (c, _) = c.step(Observation::Started { at: t0() }, RestartPolicy::Always, &b);
         let (_, e) = c.step(exit(1, S), RestartPolicy::Always, &b);
         assert_eq!(e, Effect::Sleep(S));
+    }
+
+    #[test]
+    fn a_config_error_waits_and_retries_the_run_and_a_kill_is_final() {
+        let b = Backoff::default();
+        let c = started_container(&b);
+        let (c, e) = c.step(exit(1, S), RestartPolicy::Always, &b);
+        assert_eq!(e, Effect::Sleep(10 * S));
+        let (c, e) = c.step(Observation::BackoffElapsed, RestartPolicy::Always, &b);
+        assert_eq!(e, Effect::Run);
+        let (c, e) = c.step(
+            Observation::ConfigFailed {
+                message: "hostPath /etc is not allowed".into(),
+            },
+            RestartPolicy::Always,
+            &b,
+        );
+        assert_eq!(e, Effect::Sleep(20 * S));
+        assert!(matches!(
+            &c.state,
+            State::Waiting { reason: WaitReason::CreateContainerConfigError, message: Some(m) }
+                if m.contains("/etc")
+        ));
+        assert_eq!(c.restart_count, 1, "a config error is not a restart");
+        let (c, e) = c.step(Observation::BackoffElapsed, RestartPolicy::Always, &b);
+        assert_eq!(e, Effect::Run);
+
+        // Killed: terminated for good, even with restartPolicy Always.
+        let (c, _) = c.step(Observation::Started { at: t0() }, RestartPolicy::Always, &b);
+        let Observation::Exited(t) = exit(137, S) else {
+            unreachable!()
+        };
+        let (c, e) = c.step(Observation::Killed(t), RestartPolicy::Always, &b);
+        assert_eq!(e, Effect::Idle);
+        assert!(c.finished);
+        assert_eq!(pod_phase(std::slice::from_ref(&c)), "Failed");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Pods on this node: the pure lifecycle, the supervisor around it, status shapes and logs.
+//! Pods on this node: the pure lifecycle, the supervisor around it, status shapes, logs and volumes.
 
 pub mod lifecycle;
 pub mod logs;
 pub mod status;
 mod supervisor;
+pub mod volumes;
 
 pub use supervisor::{Change, Settings, Supervisor};

@@ -7,7 +7,7 @@
 //! the Wasm future at an epoch yield ends the instance, and epoch yields
 //! guarantee even a spinning guest reaches one within a tick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -18,9 +18,10 @@ use spoke_api::protocol::{DesiredPod, MAX_MESSAGE_BYTES, PodReport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::lifecycle::{Backoff, Container, Effect, Observation, RestartPolicy, Termination};
+use super::lifecycle::{self, Backoff, Container, Effect, Observation, RestartPolicy, Termination};
 use super::logs::{PodLog, message_of};
 use super::status::pod_status;
+use super::volumes::{self, Volumes};
 use crate::modules::{self, Fetcher, hex_of};
 use crate::runtime::{self, Outcome, RunSpec, Runtime};
 use crate::state::State;
@@ -35,6 +36,8 @@ const MAX_LOG_REPLY_BYTES: usize = MAX_MESSAGE_BYTES - 16 * 1024;
 pub struct Settings {
     pub backoff: Backoff,
     pub logs_dir: PathBuf,
+    /// Where `emptyDir`s live and which `hostPath`s are allowed.
+    pub volumes: Volumes,
 }
 
 /// A status change for the sync layer to report.
@@ -65,6 +68,8 @@ struct Record {
     containers: Vec<Container>,
     start_time: SystemTime,
     report: PodReport,
+    /// Why the pod was evicted, once it was.
+    evicted: Option<String>,
 }
 
 struct Pod {
@@ -185,6 +190,12 @@ impl Supervisor {
                 Err(e) => tracing::error!(pod = %key, error = %e, "cannot start pod"),
             }
         }
+
+        // emptyDirs of pods no longer wanted here (deleted, replaced, or
+        // deleted while the agent was down) go with them.
+        let keep: BTreeSet<String> = pods.values().map(|p| p.desired.uid.clone()).collect();
+        let volumes = self.shared.settings.volumes.clone();
+        let _ = tokio::task::spawn_blocking(move || volumes.retain(&keep)).await;
     }
 
     fn send_gone(&self, mut report: PodReport) {
@@ -218,6 +229,7 @@ impl Supervisor {
             containers,
             start_time: now,
             report,
+            evicted: None,
         }));
         let ctx = Arc::new(PodCtx {
             shared: self.shared.clone(),
@@ -323,7 +335,79 @@ struct PodCtx {
 
 async fn run_pod(ctx: Arc<PodCtx>) {
     let containers = (0..ctx.desired.spec.containers.len()).map(|i| run_container(ctx.clone(), i));
-    futures_util::future::join_all(containers).await;
+    let containers = futures_util::future::join_all(containers);
+    let message = tokio::select! {
+        _ = containers => return,
+        message = watch_disk_usage(&ctx) => message,
+    };
+    // Evicted: the containers' futures are dropped, which stops their
+    // instances; they end for good whatever the restart policy, as
+    // Kubernetes does with a pod over its ephemeral storage.
+    tracing::warn!(pod = %ctx.desired.key(), %message, "evicting pod");
+    let now = SystemTime::now();
+    let containers = {
+        let mut record = lock(&ctx.record);
+        record.evicted = Some(message.clone());
+        record.containers.clone()
+    };
+    for (i, c) in containers.into_iter().enumerate() {
+        let started_at = match &c.state {
+            lifecycle::State::Running { started_at } => *started_at,
+            _ => now,
+        };
+        let killed = Termination {
+            // 128 + SIGKILL, as for any container killed from outside.
+            exit_code: 137,
+            reason: "Error",
+            message: Some(message.clone()),
+            started_at,
+            finished_at: now,
+        };
+        let (c, _) = c.step(
+            Observation::Killed(killed),
+            ctx.policy,
+            &ctx.shared.settings.backoff,
+        );
+        ctx.update(i, &c);
+    }
+}
+
+/// Completes, with the eviction message, once an `emptyDir` with a
+/// `sizeLimit` uses more than that; never for a pod without one.
+async fn watch_disk_usage(ctx: &PodCtx) -> String {
+    let limited: Vec<(String, String, u64)> = ctx
+        .desired
+        .spec
+        .volumes
+        .iter()
+        .filter_map(|v| {
+            let q = v.empty_dir.as_ref()?.size_limit.as_ref()?;
+            Some((v.name.clone(), q.0.clone(), q.to_units().ok()?))
+        })
+        .collect();
+    if limited.is_empty() {
+        return std::future::pending().await;
+    }
+    let volumes = ctx.shared.settings.volumes.clone();
+    let uid = ctx.desired.uid.clone();
+    let mut tick = tokio::time::interval(volumes::USAGE_CHECK_EVERY);
+    loop {
+        tick.tick().await;
+        let (volumes, uid, limited) = (volumes.clone(), uid.clone(), limited.clone());
+        let over = tokio::task::spawn_blocking(move || {
+            limited.into_iter().find_map(|(name, text, limit)| {
+                let dir = volumes.empty_dir(&uid, &name)?;
+                let used = volumes::disk_usage(&dir).ok()?;
+                (used > limit).then(|| {
+                    format!("Usage of EmptyDir volume \"{name}\" exceeds the limit \"{text}\" ({used} bytes used, {limit} allowed).")
+                })
+            })
+        })
+        .await;
+        if let Ok(Some(message)) = over {
+            return message;
+        }
+    }
 }
 
 impl PodCtx {
@@ -341,6 +425,11 @@ impl PodCtx {
                 Some(&record.report.status),
                 SystemTime::now(),
             );
+            let mut status = status;
+            if let Some(message) = &record.evicted {
+                status.reason = Some("Evicted".into());
+                status.message = Some(message.clone());
+            }
             if status == record.report.status {
                 return;
             }
@@ -437,7 +526,23 @@ impl PodCtx {
         }
     }
 
-    fn run_spec(&self, spec: &SpecContainer) -> RunSpec {
+    /// The preopens of a container (blocking IO, so on the blocking pool).
+    async fn mounts(&self, spec: &SpecContainer) -> Result<Vec<runtime::Mount>, String> {
+        if spec.volume_mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let volumes = self.shared.settings.volumes.clone();
+        let (uid, pod, container) = (
+            self.desired.uid.clone(),
+            self.desired.spec.clone(),
+            spec.clone(),
+        );
+        tokio::task::spawn_blocking(move || volumes.mounts(&uid, &pod, &container))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    fn run_spec(&self, spec: &SpecContainer, mounts: Vec<runtime::Mount>) -> RunSpec {
         let mut argv = if spec.command.is_empty() {
             vec![spec.name.clone()]
         } else {
@@ -456,6 +561,12 @@ impl PodCtx {
                 .limits
                 .get("memory")
                 .and_then(|q| q.to_units().ok()),
+            cpu_limit_milli: spec
+                .resources
+                .limits
+                .get("cpu")
+                .and_then(|q| q.to_milli().ok()),
+            mounts,
             stdout: self.log.stream("stdout"),
             stderr: self.log.stream("stderr"),
         }
@@ -494,6 +605,18 @@ async fn run_container(ctx: Arc<PodCtx>, i: usize) {
                     effect = Effect::Pull;
                     continue;
                 };
+                let mounts = match ctx.mounts(&spec).await {
+                    Ok(m) => m,
+                    Err(message) => {
+                        tracing::warn!(container = %who, %message, "cannot set up the container's volumes");
+                        (container, effect) = container.step(
+                            Observation::ConfigFailed { message },
+                            ctx.policy,
+                            &backoff,
+                        );
+                        continue;
+                    }
+                };
                 let started_at = SystemTime::now();
                 (container, _) = container.step(
                     Observation::Started { at: started_at },
@@ -502,7 +625,11 @@ async fn run_container(ctx: Arc<PodCtx>, i: usize) {
                 );
                 ctx.update(i, &container);
                 tracing::debug!(container = %who, "instance started");
-                let outcome = ctx.shared.runtime.run(&l, ctx.run_spec(&spec)).await;
+                let outcome = ctx
+                    .shared
+                    .runtime
+                    .run(&l, ctx.run_spec(&spec, mounts))
+                    .await;
                 let termination = termination(outcome, started_at, SystemTime::now());
                 tracing::info!(container = %who, exit_code = termination.exit_code, reason = termination.reason, "instance ended");
                 Observation::Exited(termination)

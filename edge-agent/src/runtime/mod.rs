@@ -8,10 +8,14 @@
 //! - A background thread bumps the engine's epoch every [`EPOCH_TICK`]; every
 //!   store yields to tokio at each tick, so a guest spinning in a loop cannot
 //!   starve its neighbours, and dropping its future stops it.
+//! - `resources.limits.cpu` is enforced by charging the time the guest runs
+//!   between yields to a per-instance bucket and keeping it pending on a
+//!   timer once the bucket is empty (see [`cpu`]).
 //! - `resources.limits.memory` is enforced by a [`wasmtime::ResourceLimiter`]:
 //!   growing past it traps, and the outcome is reported as `OOMKilled`.
 
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +25,11 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, InstancePre, Module, Precompiled, ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::pods::logs::LogStream;
 
+pub mod cpu;
 #[cfg(test)]
 mod tests;
 
@@ -75,8 +80,22 @@ pub struct RunSpec {
     pub env: Vec<(String, String)>,
     /// Bytes of linear memory the guest may use; `None` for no limit.
     pub memory_limit: Option<u64>,
+    /// Thousandths of a CPU the guest may use; `None` for no limit.
+    pub cpu_limit_milli: Option<u64>,
+    /// Directories the guest is given (its volume mounts).
+    pub mounts: Vec<Mount>,
     pub stdout: LogStream,
     pub stderr: LogStream,
+}
+
+/// A host directory given to the guest as a WASI preopen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host: PathBuf,
+    /// The name the guest opens it by (`mountPath`).
+    pub guest: String,
+    /// Reads only: wasmtime-wasi refuses every write, create and delete.
+    pub read_only: bool,
 }
 
 /// A compiled program, ready to instantiate many times.
@@ -321,6 +340,22 @@ impl Runtime {
             .envs(spec.env.as_slice())
             .stdout(spec.stdout.clone())
             .stderr(spec.stderr.clone());
+        for m in &spec.mounts {
+            let perms = if m.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            if let Err(e) = builder.preopened_dir(&m.host, &m.guest, perms) {
+                spec.stdout.finish();
+                spec.stderr.finish();
+                return Outcome::Trapped(format!(
+                    "cannot mount {} at {}: {e:#}",
+                    m.host.display(),
+                    m.guest
+                ));
+            }
+        }
         let (result, refused) = match &loaded.program {
             Program::Core(pre) => {
                 let state = CoreState {
@@ -330,11 +365,11 @@ impl Runtime {
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|s: &mut CoreState| -> &mut dyn ResourceLimiter { &mut s.limits });
                 store.epoch_deadline_async_yield_and_update(1);
-                let result = async {
+                let result = limited(spec.cpu_limit_milli, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                     start.call_async(&mut store, ()).await
-                }
+                })
                 .await;
                 (result, store.into_data().limits.refused)
             }
@@ -349,13 +384,13 @@ impl Runtime {
                     &mut s.limits
                 });
                 store.epoch_deadline_async_yield_and_update(1);
-                let result = async {
+                let result = limited(spec.cpu_limit_milli, async {
                     let command = pre.instantiate_async(&mut store).await?;
                     match command.wasi_cli_run().call_run(&mut store).await? {
                         Ok(()) => Ok(()),
                         Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
                     }
-                }
+                })
                 .await;
                 (result, store.into_data().limits.refused)
             }
@@ -363,6 +398,14 @@ impl Runtime {
         spec.stdout.finish();
         spec.stderr.finish();
         classify(result, refused)
+    }
+}
+
+/// Runs `guest` held to `milli` thousandths of a CPU, when limited.
+async fn limited<T>(milli: Option<u64>, guest: impl Future<Output = T>) -> T {
+    match milli {
+        Some(m) => cpu::throttle(cpu::Quota::new(m, std::time::Instant::now()), guest).await,
+        None => guest.await,
     }
 }
 
@@ -378,8 +421,9 @@ fn classify(result: wasmtime::Result<()>, refused: Option<String>) -> Outcome {
     if let Some(message) = refused {
         return Outcome::OomKilled(message);
     }
+    // A trap's Display already reads `wasm trap: <what>`.
     let mut message = match err.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        Some(trap) => trap.to_string(),
         None => format!("{err:#}"),
     };
     // Status messages travel to the hub: keep them short.

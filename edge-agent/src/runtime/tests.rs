@@ -37,6 +37,8 @@ impl Fixture {
             argv: vec!["main".into()],
             env: vec![],
             memory_limit,
+            cpu_limit_milli: None,
+            mounts: vec![],
             stdout: self.log.stream("stdout"),
             stderr: self.log.stream("stderr"),
         }
@@ -270,5 +272,109 @@ async fn the_real_hello_guest_prints_and_exits_when_present() {
     assert!(
         lines.iter().any(|l| l.contains("count=")),
         "no count= line in {lines:?}"
+    );
+}
+
+/// CPU time (user + system) of the calling thread, from /proc (Linux), in
+/// clock ticks of 10 ms.
+fn thread_cpu_ticks() -> u64 {
+    let stat = fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the command name (which is in parentheses): state is the
+    // 3rd field of the whole line, utime the 14th, stime the 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Spins the SPIN guest for `wall` on a thread of its own with `cpu` as its
+/// limit, and returns the fraction of one CPU that thread used.
+fn spin_share(cpu: Option<u64>, wall: Duration) -> f64 {
+    let f = fixture();
+    let loaded = f.load_wat("spin", SPIN);
+    let mut spec = f.spec(None);
+    spec.cpu_limit_milli = cpu;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let before = thread_cpu_ticks();
+        let start = Instant::now();
+        rt.block_on(async {
+            let run = f.runtime.run(&loaded, spec);
+            assert!(tokio::time::timeout(wall, run).await.is_err());
+        });
+        let ticks = thread_cpu_ticks() - before;
+        ticks as f64 / 100.0 / start.elapsed().as_secs_f64()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_spinning_guest_is_held_to_its_cpu_limit() {
+    let share = spin_share(Some(200), Duration::from_secs(2));
+    // Loose bounds: the machine is shared and ticks are coarse.
+    assert!(share < 0.4, "200m used {:.0}% of a CPU", share * 100.0);
+    assert!(
+        share > 0.02,
+        "200m used only {:.0}% of a CPU",
+        share * 100.0
+    );
+}
+
+/// Guests that go wrong in each way a Wasm program can, and the words the
+/// outcome's message must contain.
+const TRAPS: [(&str, &str, &str); 5] = [
+    (
+        "stack-overflow",
+        r#"(module (memory (export "memory") 1)
+          (func $f (param i64) (result i64) (i64.add (call $f (local.get 0)) (i64.const 1)))
+          (func (export "_start") (drop (call $f (i64.const 0)))))"#,
+        "call stack exhausted",
+    ),
+    ("unreachable", UNREACHABLE, "unreachable"),
+    (
+        "divide-by-zero",
+        r#"(module (memory (export "memory") 1)
+          (global $zero (mut i32) (i32.const 0))
+          (func (export "_start") (drop (i32.div_s (i32.const 7) (global.get $zero)))))"#,
+        "integer divide by zero",
+    ),
+    (
+        "out-of-bounds",
+        r#"(module (memory (export "memory") 1)
+          (func (export "_start") (drop (i32.load (i32.const 70000)))))"#,
+        "out of bounds memory access",
+    ),
+    (
+        "table-out-of-bounds",
+        r#"(module (memory (export "memory") 1) (table 1 funcref)
+          (type $t (func))
+          (func (export "_start") (call_indirect (type $t) (i32.const 5))))"#,
+        "undefined element",
+    ),
+];
+
+#[tokio::test]
+async fn each_kind_of_trap_ends_the_instance_with_a_message_naming_it() {
+    let f = fixture();
+    for (name, wat, words) in TRAPS {
+        let loaded = f.load_wat(name, wat);
+        match f.runtime.run(&loaded, f.spec(Some(16 << 20))).await {
+            Outcome::Trapped(m) => {
+                assert!(m.starts_with("wasm trap: "), "{name}: {m}");
+                assert!(!m.contains("wasm trap: wasm trap"), "{name}: {m}");
+                assert!(m.contains(words), "{name}: {m}");
+                assert!(m.len() <= 1024, "{name}: {} bytes", m.len());
+            }
+            other => panic!("{name}: expected a trap, got {other:?}"),
+        }
+    }
+    // The runtime is still fine afterwards.
+    let loaded = f.load_wat("exit3", EXIT_3);
+    assert_eq!(
+        f.runtime.run(&loaded, f.spec(None)).await,
+        Outcome::Exited(3)
     );
 }

@@ -439,6 +439,7 @@ mod tests {
             crate::pods::Settings {
                 backoff: Default::default(),
                 logs_dir: dir.join("logs"),
+                volumes: crate::pods::volumes::Volumes::new(&dir.join("volumes"), &[]),
             },
         );
         let conn = Connection::parse_url("mqtt://127.0.0.1:1").unwrap();

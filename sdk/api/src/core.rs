@@ -55,6 +55,64 @@ pub struct PodSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    /// Directories the pod's containers may mount (as WASI preopens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+}
+
+/// A named directory for a pod's containers. Exactly one source is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathVolumeSource>,
+}
+
+/// A directory that starts empty when the pod starts on a node, is shared by
+/// its containers, survives their restarts and is removed with the pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirVolumeSource {
+    /// Most disk space the directory may use; past it the pod is evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<Quantity>,
+}
+
+/// A directory of the board itself, allowed only under the prefixes the
+/// agent's `--allow-host-path` lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HostPathVolumeSource {
+    /// Absolute path on the board.
+    #[serde(default)]
+    pub path: String,
+    /// `""` or `Directory` (must exist), or `DirectoryOrCreate`. Wasm guests
+    /// get directories only, so the file and device types are refused.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+}
+
+/// Where a container sees a volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    /// The name of one of the pod's `volumes`.
+    #[serde(default)]
+    pub name: String,
+    /// The absolute path the guest opens it by (its WASI preopen name).
+    #[serde(default)]
+    pub mount_path: String,
+    /// The guest may read but not change the directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// One Wasm program in a pod. `image` names a module: `sha256:<hex>`, or a
@@ -81,6 +139,8 @@ pub struct Container {
     pub resources: ResourceRequirements,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 /// An environment variable with a literal value.

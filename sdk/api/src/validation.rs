@@ -37,6 +37,10 @@ impl FieldError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError::new(field, "FieldValueInvalid", message)
     }
+    fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
 }
 
 impl std::fmt::Display for FieldError {
@@ -271,6 +275,117 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
             "must be >= 0",
         ));
     }
+    validate_volumes(spec, at, errs);
+    validate_volume_mounts(spec, at, errs);
+}
+
+/// `hostPath.type` values a Wasm guest can use: directories only.
+pub const HOST_PATH_TYPES: [&str; 3] = ["", "Directory", "DirectoryOrCreate"];
+
+/// An absolute path without `.` or `..` components, as mount paths and host
+/// paths must be (no way out of a prefix by spelling).
+fn clean_absolute_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be an absolute path");
+    }
+    if path.contains('\0') {
+        return Err("must not contain NUL");
+    }
+    if path.split('/').any(|part| part == ".." || part == ".") {
+        return Err("must not contain '.' or '..' components");
+    }
+    Ok(())
+}
+
+/// Checks `volumes` of the pod spec at `at` (e.g. `spec`).
+pub fn validate_volumes(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let field = |f: &str| format!("{at}.volumes[{i}].{f}");
+        if v.name.is_empty() {
+            errs.push(FieldError::required(field("name")));
+        } else if let Err(m) = dns1123_label(&v.name) {
+            errs.push(FieldError::invalid(field("name"), m));
+        } else if !names.insert(v.name.as_str()) {
+            errs.push(FieldError::new(
+                field("name"),
+                "FieldValueDuplicate",
+                format!("Duplicate value: \"{}\"", v.name),
+            ));
+        }
+        match (&v.empty_dir, &v.host_path) {
+            (None, None) => errs.push(
+                FieldError::required(format!("{at}.volumes[{i}]"))
+                    .with_message("must specify a volume type: emptyDir or hostPath"),
+            ),
+            (Some(_), Some(_)) => errs.push(FieldError::new(
+                field("hostPath"),
+                "FieldValueForbidden",
+                "may not specify more than 1 volume type",
+            )),
+            _ => {}
+        }
+        if let Some(e) = &v.empty_dir
+            && let Some(q) = &e.size_limit
+            && let Err(err) = q.to_units()
+        {
+            errs.push(FieldError::invalid(
+                field("emptyDir.sizeLimit"),
+                format!("\"{}\": {err}", q.0),
+            ));
+        }
+        if let Some(h) = &v.host_path {
+            if h.path.is_empty() {
+                errs.push(FieldError::required(field("hostPath.path")));
+            } else if let Err(m) = clean_absolute_path(&h.path) {
+                errs.push(FieldError::invalid(field("hostPath.path"), m));
+            }
+            if let Some(t) = &h.type_
+                && !HOST_PATH_TYPES.contains(&t.as_str())
+            {
+                errs.push(FieldError::new(
+                    field("hostPath.type"),
+                    "FieldValueNotSupported",
+                    format!(
+                        "Unsupported value: \"{t}\": supported values: \"\", \"Directory\", \"DirectoryOrCreate\" (Wasm guests open directories only)"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Checks `containers[].volumeMounts` of the pod spec at `at` against its volumes.
+pub fn validate_volume_mounts(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
+    for (i, c) in spec.containers.iter().enumerate() {
+        let mut paths = std::collections::BTreeSet::new();
+        for (j, m) in c.volume_mounts.iter().enumerate() {
+            let field = |f: &str| format!("{at}.containers[{i}].volumeMounts[{j}].{f}");
+            if m.name.is_empty() {
+                errs.push(FieldError::required(field("name")));
+            } else if !spec.volumes.iter().any(|v| v.name == m.name) {
+                errs.push(FieldError::new(
+                    field("name"),
+                    "FieldValueNotFound",
+                    format!(
+                        "Not found: \"{}\" (no volume of the pod has this name)",
+                        m.name
+                    ),
+                ));
+            }
+            if m.mount_path.is_empty() {
+                errs.push(FieldError::required(field("mountPath")));
+            } else if let Err(msg) = clean_absolute_path(&m.mount_path) {
+                errs.push(FieldError::invalid(field("mountPath"), msg));
+            } else if !paths.insert(m.mount_path.trim_end_matches('/')) {
+                errs.push(FieldError::new(
+                    field("mountPath"),
+                    "FieldValueInvalid",
+                    format!("\"{}\": must be unique", m.mount_path),
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +448,64 @@ mod tests {
         let v = pod(json!({"containers": [{"name": "hello", "image": "hello:v1",
             "env": [{"name": "A", "value": "b"}], "resources": {"limits": {"memory": "32Mi", "cpu": "250m"}}}]}));
         let p: Pod = decode_strict(v).unwrap();
+        assert_eq!(validate_pod(&p), vec![]);
+    }
+
+    #[test]
+    fn volume_rules_name_each_field() {
+        let v = pod(json!({
+            "volumes": [
+                {"name": "cache", "emptyDir": {"sizeLimit": "lots"}},
+                {"name": "cache", "emptyDir": {}},
+                {"name": "none"},
+                {"name": "both", "emptyDir": {}, "hostPath": {"path": "/a"}},
+                {"name": "rel", "hostPath": {"path": "data/x"}},
+                {"name": "up", "hostPath": {"path": "/srv/../etc", "type": "File"}},
+                {"name": "empty", "hostPath": {}}
+            ],
+            "containers": [{"name": "a", "image": "a:1", "volumeMounts": [
+                {"name": "cache", "mountPath": "/cache"},
+                {"name": "nope", "mountPath": "/cache/"},
+                {"name": "", "mountPath": "rel"},
+                {"name": "up", "mountPath": "/x/../y"},
+                {"name": "rel"}
+            ]}]
+        }));
+        let p: Pod = decode_strict(v).unwrap();
+        let errs = validate_pod(&p);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.volumes[0].emptyDir.sizeLimit",
+                "spec.volumes[1].name",
+                "spec.volumes[2]",
+                "spec.volumes[3].hostPath",
+                "spec.volumes[4].hostPath.path",
+                "spec.volumes[5].hostPath.path",
+                "spec.volumes[5].hostPath.type",
+                "spec.volumes[6].hostPath.path",
+                "spec.containers[0].volumeMounts[1].name",
+                "spec.containers[0].volumeMounts[1].mountPath",
+                "spec.containers[0].volumeMounts[2].name",
+                "spec.containers[0].volumeMounts[2].mountPath",
+                "spec.containers[0].volumeMounts[3].mountPath",
+                "spec.containers[0].volumeMounts[4].mountPath",
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[5].message.contains(".."), "{}", errs[5].message);
+        assert_eq!(errs[8].reason, "FieldValueNotFound");
+        assert_eq!(errs[9].message, "\"/cache/\": must be unique");
+
+        let good = pod(json!({
+            "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "1Mi"}},
+                        {"name": "data", "hostPath": {"path": "/srv/data", "type": "DirectoryOrCreate"}}],
+            "containers": [{"name": "a", "image": "a:1", "volumeMounts": [
+                {"name": "cache", "mountPath": "/cache"},
+                {"name": "data", "mountPath": "/data", "readOnly": true}]}]
+        }));
+        let p: Pod = decode_strict(good).unwrap();
         assert_eq!(validate_pod(&p), vec![]);
     }
 

@@ -34,6 +34,7 @@ fn fixture() -> Fixture {
                 max: Duration::from_millis(200),
             },
             logs_dir: dir.path().join("logs"),
+            volumes: crate::pods::volumes::Volumes::new(&dir.path().join("volumes"), &[]),
         },
     );
     Fixture {

@@ -1,0 +1,299 @@
+//! Runtime figures, measured in-process on the agent's own `Runtime` (real
+//! wasmtime, real WAT guests, the agent's tokio settings):
+//!
+//! - CPU containment: the latency of a well-behaved pod's work — from the
+//!   moment its timer was due until its unit of work is done, measured by
+//!   the guest itself with WASI's monotonic clock — alone, beside spinning
+//!   neighbours held to a CPU limit, and (for reference) beside spinning
+//!   neighbours without a limit.
+//!
+//! - Density: a real hub and agent process, the agent's address space
+//!   limited to 512 GiB (a 64-bit Pi's 39 bits, via `prlimit`), 1,000 idle
+//!   pods (a guest sleeping in `poll_oneoff`): the agent's RSS with none and
+//!   with all of them, per pod, and its virtual size.
+//!
+//! Prints tables; no assertions: read the ratio, not the time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spoke_agent::pods::logs::{PodLog, message_of};
+use spoke_agent::runtime::{RunSpec, Runtime};
+
+/// Rounds of sleep + work the well-behaved guest does per scenario.
+const ROUNDS: u32 = 500;
+/// Its sleep between rounds.
+const SLEEP_NS: u64 = 2_000_000;
+/// Iterations of its unit of work (a fraction of a millisecond).
+const WORK: u32 = 300_000;
+
+const SPIN: &str =
+    r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#;
+
+/// Sleeps, works, then prints (in hex) the nanoseconds from when its sleep
+/// was due to end until the work was done; `ROUNDS` times.
+fn worker_wat() -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 300) "0123456789abcdef")
+  (func $now (result i64)
+    (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 400)))
+    (i64.load (i32.const 400)))
+  (func (export "_start")
+    (local $i i32) (local $k i32) (local $acc i32) (local $t0 i64) (local $d i64)
+    ;; one subscription at 128 (8-aligned): the monotonic clock, relative, SLEEP_NS
+    (i32.store8 (i32.const 136) (i32.const 0))
+    (i32.store (i32.const 144) (i32.const 1))
+    (i64.store (i32.const 152) (i64.const {SLEEP_NS}))
+    (i64.store (i32.const 160) (i64.const 0))
+    (i32.store16 (i32.const 168) (i32.const 0))
+    ;; one iovec at 0: 16 hex digits and a newline at 200
+    (i32.store (i32.const 0) (i32.const 200))
+    (i32.store (i32.const 4) (i32.const 17))
+    (i32.store8 (i32.const 216) (i32.const 10))
+    (loop $rounds
+      (local.set $t0 (call $now))
+      (drop (call $poll (i32.const 128) (i32.const 512) (i32.const 1) (i32.const 600)))
+      (local.set $k (i32.const 0))
+      (loop $work
+        (local.set $acc (i32.add (local.get $acc) (i32.mul (local.get $k) (local.get $k))))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br_if $work (i32.lt_u (local.get $k) (i32.const {WORK}))))
+      (local.set $d (i64.sub (i64.sub (call $now) (local.get $t0)) (i64.const {SLEEP_NS})))
+      (local.set $k (i32.const 0))
+      (loop $hex
+        (i32.store8
+          (i32.sub (i32.const 215) (local.get $k))
+          (i32.load8_u (i32.add (i32.const 300)
+            (i32.wrap_i64 (i64.and
+              (i64.shr_u (local.get $d) (i64.extend_i32_u (i32.mul (local.get $k) (i32.const 4))))
+              (i64.const 15))))))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br_if $hex (i32.lt_u (local.get $k) (i32.const 16))))
+      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $rounds (i32.lt_u (local.get $i) (i32.const {ROUNDS}))))
+    (i32.store (i32.const 700) (local.get $acc))))"#
+    )
+}
+
+fn spec(log: &Arc<PodLog>, cpu: Option<u64>) -> RunSpec {
+    RunSpec {
+        argv: vec!["main".into()],
+        env: vec![],
+        memory_limit: None,
+        cpu_limit_milli: cpu,
+        mounts: vec![],
+        stdout: log.stream("stdout"),
+        stderr: log.stream("stderr"),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Runs the worker to its end beside `spinners` spinning guests with
+/// `cpu` as their limit; returns its sorted latencies.
+async fn scenario(
+    runtime: &Arc<Runtime>,
+    dir: &std::path::Path,
+    name: &str,
+    spinners: usize,
+    cpu: Option<u64>,
+) -> Vec<Duration> {
+    let worker = runtime
+        .load("worker", &dir.join("worker.wasm"))
+        .expect("worker");
+    let spin = Arc::new(runtime.load("spin", &dir.join("spin.wasm")).expect("spin"));
+    let mut tasks = Vec::new();
+    for i in 0..spinners {
+        let (runtime, spin) = (runtime.clone(), spin.clone());
+        let log = PodLog::open(&dir.join("logs"), name, &format!("spin-{i}")).expect("log");
+        tasks.push(tokio::spawn(async move {
+            runtime.run(&spin, spec(&log, cpu)).await
+        }));
+    }
+    // Let the spinners get going.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = PodLog::open(&dir.join("logs"), name, "worker").expect("log");
+    let outcome = runtime.run(&worker, spec(&log, None)).await;
+    assert_eq!(outcome, spoke_agent::runtime::Outcome::Exited(0));
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
+    }
+    log.flush();
+    let mut latencies: Vec<Duration> = log
+        .tail(usize::MAX)
+        .expect("read log")
+        .iter()
+        .map(|l| {
+            let nanos = u64::from_str_radix(message_of(l), 16).expect("hex line");
+            Duration::from_nanos(nanos)
+        })
+        .collect();
+    assert_eq!(latencies.len(), ROUNDS as usize);
+    latencies.sort();
+    latencies
+}
+
+const DENSITY_PODS: usize = 1000;
+
+const IDLE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 3600000000000))
+    (loop $sleep
+      (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+      (br $sleep))))"#;
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn density() {
+    use serde_json::{Value, json};
+    let hub = spoke_e2e::Hub::start().await;
+    let agent = hub.agent("dense-1", &["--max-pods", "2000"]);
+    let pid = agent.proc.pid();
+    let limit = 1u64 << 39;
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--as={limit}:{limit}"))
+        .output()
+        .expect("prlimit");
+    assert!(out.status.success(), "prlimit failed");
+    hub.wait_node_ready("dense-1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("idle.wasm");
+    std::fs::write(&path, wat::parse_str(IDLE).expect("wat")).expect("write");
+    hub.push(&path, "idle:v1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss0 = proc_status_kib(pid, "VmRSS:");
+    let client = hub.client();
+    let pods = "/api/v1/namespaces/default/pods";
+    for i in 0..DENSITY_PODS {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("idle-{i}")},
+            "spec": {"containers": [{"name": "main", "image": "idle:v1",
+                     "resources": {"limits": {"memory": "4Mi"}}}]}});
+        client.create(pods, &pod).await.expect("create");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut running = 0;
+    while std::time::Instant::now() < deadline {
+        let list: Value = client.get(pods).await.expect("list");
+        running = list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+                    .count()
+            })
+            .unwrap_or(0);
+        if running == DENSITY_PODS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Let the logs flush and allocations settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = proc_status_kib(pid, "VmRSS:");
+    let vm = proc_status_kib(pid, "VmSize:");
+    println!(
+        "\nSpoke runtime benchmark: density ({DENSITY_PODS} idle pods, agent under ulimit -v 512 GiB)\n"
+    );
+    println!("| figure | value | goal |");
+    println!("|---|---|---|");
+    println!("| pods Running | {running} of {DENSITY_PODS} | all |");
+    println!("| agent RSS, 0 pods | {:.1} MiB | |", rss0 as f64 / 1024.0);
+    println!(
+        "| agent RSS, {DENSITY_PODS} pods | {:.1} MiB | |",
+        rss as f64 / 1024.0
+    );
+    println!(
+        "| RSS per pod | {:.0} KiB | ≤ 256 KiB |",
+        rss.saturating_sub(rss0) as f64 / DENSITY_PODS as f64
+    );
+    println!(
+        "| agent virtual size | {:.1} GiB of 512 GiB | |",
+        vm as f64 / (1024.0 * 1024.0)
+    );
+}
+
+fn main() {
+    // Built as the agent builds its runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .event_interval(spoke_agent::runtime::TOKIO_EVENT_INTERVAL)
+        .build()
+        .expect("tokio");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("worker.wasm"),
+            wat::parse_str(worker_wat()).expect("worker wat"),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("spin.wasm"),
+            wat::parse_str(SPIN).expect("spin wat"),
+        )
+        .expect("write");
+        let runtime = Arc::new(Runtime::new(&dir.path().join("compiled")).expect("runtime"));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+        let alone = scenario(&runtime, dir.path(), "alone", 0, None).await;
+        let rows = [
+            ("1 spinner at 200m", 1, Some(200)),
+            (
+                "one spinner per core at 200m",
+                cores,
+                Some(200),
+            ),
+            ("1 spinner at 500m", 1, Some(500)),
+            ("one spinner per core, no limit (reference)", cores, None),
+        ];
+        println!(
+            "\nSpoke runtime benchmark: CPU containment ({ROUNDS} rounds of a {} ms sleep then ~work; {cores} cores)\n",
+            SLEEP_NS as f64 / 1e6
+        );
+        println!("latency = from when the guest's timer was due until its work was done\n");
+        println!("| neighbours | p50 | p99 | p50 ratio | p99 ratio |");
+        println!("|---|---|---|---|---|");
+        let (a50, a99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
+        println!("| none (baseline) | {} | {} | 1.00× | 1.00× |", ms(a50), ms(a99));
+        for (what, n, cpu) in rows {
+            let l = scenario(&runtime, dir.path(), &what.replace([' ', ','], "-"), n, cpu).await;
+            let (p50, p99) = (percentile(&l, 0.5), percentile(&l, 0.99));
+            println!(
+                "| {what} | {} | {} | {:.2}× | {:.2}× |",
+                ms(p50),
+                ms(p99),
+                p50.as_secs_f64() / a50.as_secs_f64(),
+                p99.as_secs_f64() / a99.as_secs_f64()
+            );
+        }
+        density().await;
+    });
+}
