@@ -80,6 +80,7 @@ pub async fn run(
     .await?;
     tokio::spawn(scheduler::run(store.clone()));
     controllers::spawn(store.clone());
+    controllers::spawn_workloads(store.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

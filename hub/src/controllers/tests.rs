@@ -1,0 +1,415 @@
+//! The workload controllers' reconcile steps over a real redb store, one
+//! pass at a time, with pod status written as an agent would.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use spoke_api::resource::ResourceType;
+
+use super::{deployment, pods, replicaset};
+use crate::events::Recorder;
+use crate::store::{self, RedbBackend, Store};
+
+struct World {
+    store: Store,
+    rec: Recorder,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(RedbBackend::open(&dir.path().join("s.redb")).unwrap());
+        let ns = ResourceType::lookup("namespaces").unwrap();
+        crate::api::create_object(&store, ns, None, json!({"metadata": {"name": "default"}}))
+            .await
+            .unwrap();
+        let rec = Recorder::new(store.clone(), "test");
+        World {
+            store,
+            rec,
+            _dir: dir,
+        }
+    }
+
+    async fn create(&self, plural: &str, obj: Value) -> Value {
+        let rt = ResourceType::lookup(plural).unwrap();
+        crate::api::create_object(&self.store, rt, Some("default"), obj)
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, plural: &str, name: &str) -> Value {
+        self.store
+            .get(&store::key(plural, Some("default"), name))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn pods(&self) -> Vec<Value> {
+        pods::list(&self.store, "pods", "default").await.unwrap()
+    }
+
+    /// Marks every live pod bound and Ready since `since`, as an agent would.
+    async fn all_ready(&self, since: SystemTime) {
+        for p in self.pods().await {
+            if pods::deleting(&p) {
+                continue;
+            }
+            let key = store::key("pods", Some("default"), pods::name(&p));
+            let at = pods::rfc3339(since);
+            self.store
+                .modify(&key, |cur| {
+                    let mut n = cur.clone();
+                    n["spec"]["nodeName"] = json!("n1");
+                    n["status"] = json!({"phase": "Running", "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": at}]});
+                    Some(n)
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Removes pods marked for deletion, as an agent stopping them would.
+    async fn stop_deleted(&self) {
+        for p in self.pods().await.iter().filter(|p| pods::deleting(p)) {
+            let key = store::key("pods", Some("default"), pods::name(p));
+            self.store.delete(&key, None).await.unwrap();
+        }
+    }
+
+    async fn rs_pass(&self, now: SystemTime) {
+        replicaset::pass(&self.store, &self.rec, now).await.unwrap();
+    }
+}
+
+fn template(env: &str) -> Value {
+    json!({"metadata": {"labels": {"app": "web"}},
+           "spec": {"containers": [{"name": "m", "image": "hello:v1",
+                                    "env": [{"name": "V", "value": env}]}]}})
+}
+
+#[tokio::test]
+async fn replicaset_creates_owned_pods_adopts_releases_and_reports() {
+    let w = World::new().await;
+    let orphan = w
+        .create(
+            "pods",
+            json!({"metadata": {"name": "stray", "labels": {"app": "web"}},
+            "spec": template("x")["spec"]}),
+        )
+        .await;
+    let rs = w
+        .create(
+            "replicasets",
+            json!({"metadata": {"name": "web"}, "spec": {
+            "replicas": 3, "minReadySeconds": 10,
+            "selector": {"matchLabels": {"app": "web"}}, "template": template("a")}}),
+        )
+        .await;
+    let t0 = SystemTime::now();
+    w.rs_pass(t0).await;
+    let pods = w.pods().await;
+    assert_eq!(pods.len(), 3, "the orphan counts as one of 3: {pods:?}");
+    for p in &pods {
+        assert_eq!(pods::controller_uid(p), Some(pods::uid(&rs)));
+        let r = &p["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (r["kind"].as_str(), r["blockOwnerDeletion"].as_bool()),
+            (Some("ReplicaSet"), Some(true))
+        );
+        if pods::name(p) != "stray" {
+            assert!(pods::name(p).starts_with("web-"), "{}", pods::name(p));
+        }
+    }
+    assert_eq!(pods::uid(&w.get("pods", "stray").await), pods::uid(&orphan));
+
+    // Ready, but not yet for minReadySeconds: ready, not available.
+    w.all_ready(t0).await;
+    w.rs_pass(t0 + Duration::from_secs(5)).await;
+    let st = &w.get("replicasets", "web").await["status"];
+    assert_eq!(
+        (
+            st["replicas"].as_i64(),
+            st["readyReplicas"].as_i64(),
+            st["availableReplicas"].as_i64()
+        ),
+        (Some(3), Some(3), Some(0))
+    );
+    assert_eq!(st["observedGeneration"], 1);
+    w.rs_pass(t0 + Duration::from_secs(11)).await;
+    assert_eq!(
+        w.get("replicasets", "web").await["status"]["availableReplicas"],
+        3
+    );
+
+    // A pod relabelled out of the selector is released and replaced.
+    let key = store::key("pods", Some("default"), "stray");
+    w.store
+        .modify(&key, |c| {
+            let mut n = c.clone();
+            n["metadata"]["labels"]["app"] = json!("debug");
+            Some(n)
+        })
+        .await
+        .unwrap();
+    w.rs_pass(t0 + Duration::from_secs(12)).await;
+    assert!(
+        w.get("pods", "stray").await["metadata"]
+            .get("ownerReferences")
+            .is_none()
+    );
+    w.rs_pass(t0 + Duration::from_secs(12)).await;
+    let owned = |ps: &[Value]| {
+        ps.iter()
+            .filter(|p| pods::controller_uid(p) == Some(pods::uid(&rs)) && !pods::deleting(p))
+            .count()
+    };
+    assert_eq!(owned(&w.pods().await), 3);
+
+    // Scale down to 1: the unready (new) one goes first.
+    let key = store::key("replicasets", Some("default"), "web");
+    w.store
+        .modify(&key, |c| {
+            let mut n = c.clone();
+            n["spec"]["replicas"] = json!(1);
+            n["metadata"]["generation"] = json!(2);
+            Some(n)
+        })
+        .await
+        .unwrap();
+    w.rs_pass(t0 + Duration::from_secs(13)).await;
+    let live: Vec<Value> = w
+        .pods()
+        .await
+        .into_iter()
+        .filter(|p| !pods::deleting(p) && pods::controller_uid(p).is_some())
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert!(pods::is_ready(&live[0]), "the ready pod stays: {live:?}");
+    // Status is of the pods this pass started from; the next pass sees 1.
+    w.rs_pass(t0 + Duration::from_secs(13)).await;
+    let st = &w.get("replicasets", "web").await["status"];
+    assert_eq!(
+        (st["replicas"].as_i64(), st["observedGeneration"].as_i64()),
+        (Some(1), Some(2))
+    );
+    let (events, _) = w.store.list("events/default/").await.unwrap();
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(
+        reasons.contains(&"SuccessfulCreate") && reasons.contains(&"SuccessfulDelete"),
+        "{reasons:?}"
+    );
+}
+
+async fn deploy_pass(w: &World, now: SystemTime) {
+    deployment::pass(&w.store, &w.rec, now).await.unwrap();
+}
+
+/// Runs Deployment and ReplicaSet passes, with pods turning ready at once
+/// (`ready`) or never, until nothing changes.
+async fn settle(w: &World, now: SystemTime, ready: bool) {
+    for _ in 0..12 {
+        deploy_pass(w, now).await;
+        w.rs_pass(now).await;
+        w.stop_deleted().await;
+        if ready {
+            w.all_ready(now).await;
+        }
+        w.rs_pass(now).await;
+    }
+}
+
+fn owned_rs(all: &[Value], d: &Value) -> Vec<Value> {
+    all.iter()
+        .filter(|r| pods::controller_uid(r) == Some(pods::uid(d)))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn deployment_rolls_out_stalls_on_a_bad_version_and_rolls_back() {
+    let w = World::new().await;
+    let d = w
+        .create(
+            "deployments",
+            json!({"metadata": {"name": "web"}, "spec": {
+            "replicas": 3, "progressDeadlineSeconds": 60,
+            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+            "selector": {"matchLabels": {"app": "web"}}, "template": template("v1")}}),
+        )
+        .await;
+    let t0 = SystemTime::now();
+    settle(&w, t0, true).await;
+    let rss = owned_rs(
+        &pods::list(&w.store, "replicasets", "default")
+            .await
+            .unwrap(),
+        &d,
+    );
+    assert_eq!(rss.len(), 1);
+    let v1 = pods::name(&rss[0]).to_string();
+    assert_eq!(
+        pods::labels(&rss[0])[deployment::HASH_LABEL],
+        deployment::template_hash(&template("v1"))
+    );
+    assert_eq!(pods::annotation(&rss[0], deployment::REVISION), Some("1"));
+    let dep = w.get("deployments", "web").await;
+    let st = &dep["status"];
+    assert_eq!(
+        (
+            st["replicas"].as_i64(),
+            st["updatedReplicas"].as_i64(),
+            st["availableReplicas"].as_i64()
+        ),
+        (Some(3), Some(3), Some(3))
+    );
+    let cond = |d: &Value, t: &str| {
+        d["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        cond(&dep, "Progressing")["reason"],
+        "NewReplicaSetAvailable"
+    );
+    assert_eq!(cond(&dep, "Available")["status"], "True");
+
+    // A bad version: its pods never get ready. The rollout stops with
+    // maxUnavailable (1) old pod gone and the surge (1) spent.
+    let set_template = |t: Value, generation: i64| {
+        let key = store::key("deployments", Some("default"), "web");
+        let store = w.store.clone();
+        async move {
+            store
+                .modify(&key, |c| {
+                    let mut n = c.clone();
+                    n["spec"]["template"] = t.clone();
+                    n["metadata"]["generation"] = json!(generation);
+                    Some(n)
+                })
+                .await
+                .unwrap();
+        }
+    };
+    set_template(template("bad"), 2).await;
+    let t1 = t0 + Duration::from_secs(1);
+    settle(&w, t1, false).await;
+    let rss = owned_rs(
+        &pods::list(&w.store, "replicasets", "default")
+            .await
+            .unwrap(),
+        &d,
+    );
+    let replicas = |name: &str| {
+        rss.iter().find(|r| pods::name(r) == name).unwrap()["spec"]["replicas"]
+            .as_i64()
+            .unwrap()
+    };
+    let bad = rss
+        .iter()
+        .map(pods::name)
+        .find(|n| *n != v1)
+        .unwrap()
+        .to_string();
+    assert_eq!((replicas(&v1), replicas(&bad)), (2, 2));
+    let dep = w.get("deployments", "web").await;
+    assert_eq!(dep["status"]["availableReplicas"], 2);
+    assert_eq!(pods::annotation(&dep, deployment::REVISION), Some("2"));
+    assert_eq!(cond(&dep, "Progressing")["status"], "True");
+    // No progress for longer than progressDeadlineSeconds.
+    deploy_pass(&w, t1 + Duration::from_secs(61)).await;
+    let dep = w.get("deployments", "web").await;
+    assert_eq!(
+        cond(&dep, "Progressing")["reason"],
+        "ProgressDeadlineExceeded"
+    );
+    assert_eq!(cond(&dep, "Progressing")["status"], "False");
+
+    // Rollback: the old template again. Its ReplicaSet is the new one, with
+    // revision 3, and the bad one goes to 0.
+    set_template(template("v1"), 3).await;
+    let t2 = t1 + Duration::from_secs(62);
+    settle(&w, t2, true).await;
+    let rss = owned_rs(
+        &pods::list(&w.store, "replicasets", "default")
+            .await
+            .unwrap(),
+        &d,
+    );
+    let replicas = |name: &str| {
+        rss.iter().find(|r| pods::name(r) == name).unwrap()["spec"]["replicas"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!((replicas(&v1), replicas(&bad)), (3, 0));
+    let v1rs = rss.iter().find(|r| pods::name(r) == v1).unwrap();
+    assert_eq!(pods::annotation(v1rs, deployment::REVISION), Some("3"));
+    let dep = w.get("deployments", "web").await;
+    assert_eq!(
+        cond(&dep, "Progressing")["reason"],
+        "NewReplicaSetAvailable"
+    );
+    assert_eq!(dep["status"]["observedGeneration"], 3);
+    let (events, _) = w.store.list("events/default/").await.unwrap();
+    assert!(events.iter().any(|e| e["reason"] == "ScalingReplicaSet"));
+}
+
+#[tokio::test]
+async fn old_replicasets_past_the_history_limit_are_pruned() {
+    let w = World::new().await;
+    w.create(
+        "deployments",
+        json!({"metadata": {"name": "web"}, "spec": {
+        "replicas": 1, "revisionHistoryLimit": 1,
+        "selector": {"matchLabels": {"app": "web"}}, "template": template("v1")}}),
+    )
+    .await;
+    let t = SystemTime::now();
+    for (i, v) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
+        let key = store::key("deployments", Some("default"), "web");
+        w.store
+            .modify(&key, |c| {
+                let mut n = c.clone();
+                n["spec"]["template"] = template(v);
+                n["metadata"]["generation"] = json!(i + 1);
+                Some(n)
+            })
+            .await
+            .unwrap();
+        settle(&w, t, true).await;
+    }
+    let rss = pods::list(&w.store, "replicasets", "default")
+        .await
+        .unwrap();
+    let live: Vec<&Value> = rss.iter().filter(|r| !pods::deleting(r)).collect();
+    assert_eq!(live.len(), 2, "the current one and one old: {live:?}");
+    let hashes: Vec<&str> = live
+        .iter()
+        .map(|r| {
+            pods::labels(r)
+                .get(deployment::HASH_LABEL)
+                .cloned()
+                .unwrap()
+        })
+        .map(|h| {
+            if h == deployment::template_hash(&template("v4")) {
+                "v4"
+            } else if h == deployment::template_hash(&template("v3")) {
+                "v3"
+            } else {
+                "other"
+            }
+        })
+        .collect();
+    assert!(
+        hashes.contains(&"v4") && hashes.contains(&"v3"),
+        "{hashes:?}"
+    );
+}
