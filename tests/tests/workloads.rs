@@ -257,3 +257,44 @@ async fn deployment_rolls_out_stalls_on_a_crashing_version_rolls_back_and_scales
         assert!(reasons.contains(&want), "no {want} in {reasons:?}");
     }
 }
+
+#[tokio::test]
+async fn job_with_three_completions_two_at_a_time_finishes() {
+    let hub = Hub::start().await;
+    let _a1 = hub.agent("edge-1", &[]);
+    let _a2 = hub.agent("edge-2", &[]);
+    hub.wait_node_ready("edge-1").await;
+    hub.wait_node_ready("edge-2").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    let c = hub.client();
+    c.create(
+        "/apis/batch/v1/namespaces/default/jobs",
+        &json!({"metadata": {"name": "batch"}, "spec": {
+            "completions": 3, "parallelism": 2,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "hello:v1", "env": [{"name": "HELLO_LINES", "value": "2"}]}]}}}}),
+    )
+    .await
+    .unwrap();
+    let path = "/apis/batch/v1/namespaces/default/jobs/batch";
+    let most_active = std::sync::atomic::AtomicI64::new(0);
+    let job = wait_for(&hub, path, "Complete", |j| {
+        let active = j["status"]["active"].as_i64().unwrap_or(0);
+        most_active.fetch_max(active, std::sync::atomic::Ordering::Relaxed);
+        condition(j, "Complete")["status"] == "True"
+    })
+    .await;
+    assert_eq!(job["status"]["succeeded"], 3, "{job}");
+    assert_eq!(job["status"]["failed"], 0, "{job}");
+    assert!(most_active.into_inner() <= 2, "parallelism is 2");
+    let list: Value = c
+        .get("/api/v1/namespaces/default/pods?labelSelector=job-name%3Dbatch")
+        .await
+        .unwrap();
+    let pods = list["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert!(
+        pods.iter().all(|p| p["status"]["phase"] == "Succeeded"),
+        "{pods:?}"
+    );
+}

@@ -5,11 +5,12 @@
 //! - [`gc`]: the garbage collector (owner references, `Foreground` and
 //!   `Orphan` deletion).
 //! - [`namespace`]: empties a namespace being deleted, then removes it.
-//! - [`replicaset`], [`deployment`]: the workload controllers, run by
+//! - [`replicaset`], [`deployment`], [`job`]: the workload controllers, run by
 //!   [`spawn_workloads`] (see docs/controllers.md).
 
 pub mod deployment;
 pub mod gc;
+pub mod job;
 pub mod namespace;
 pub mod pods;
 pub mod replicaset;
@@ -39,13 +40,13 @@ fn relevant(event: &Event) -> bool {
 }
 
 /// Kinds whose writes wake the workload controllers.
-const WORKLOAD_KEYS: [&str; 4] = ["pods/", "replicasets/", "deployments/", "nodes/"];
+const WORKLOAD_KEYS: [&str; 5] = ["pods/", "replicasets/", "deployments/", "jobs/", "nodes/"];
 /// The workload controllers pass at least this often (progress deadlines,
 /// `minReadySeconds` that no event marks).
 const WORKLOAD_RESYNC: Duration = Duration::from_secs(5);
 
 /// Runs the workload controllers until the store's event stream ends: each
-/// pass reconciles every Deployment, then every ReplicaSet; a pass runs
+/// pass reconciles every Deployment, then every ReplicaSet, then every Job; a pass runs
 /// after writes to the kinds they watch have settled, when a controller
 /// asked to come back (a pod turning available), or on the resync tick.
 pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
@@ -64,6 +65,11 @@ pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
                 Ok(Some(t)) => wake = wake.min(t),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "replicaset pass failed; will retry"),
+            }
+            match job::pass(&store, &rec, now).await {
+                Ok(Some(t)) => wake = wake.min(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "job pass failed; will retry"),
             }
             let wait = wake
                 .duration_since(std::time::SystemTime::now())

@@ -413,3 +413,122 @@ async fn old_replicasets_past_the_history_limit_are_pruned() {
         "{hashes:?}"
     );
 }
+
+impl World {
+    /// Ends every active pod with `phase`, as an agent reporting its exit.
+    async fn finish_active(&self, phase: &str) {
+        for p in self.pods().await.iter().filter(|p| pods::is_active(p)) {
+            let key = store::key("pods", Some("default"), pods::name(p));
+            self.store
+                .modify(&key, |cur| {
+                    let mut n = cur.clone();
+                    n["status"] = json!({"phase": phase});
+                    Some(n)
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn job_pass(&self, now: SystemTime) {
+        super::job::pass(&self.store, &self.rec, now).await.unwrap();
+    }
+}
+
+fn job_template() -> Value {
+    json!({"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "m", "image": "hello:v1"}]}})
+}
+
+#[tokio::test]
+async fn job_runs_parallelism_pods_until_completions_then_expires() {
+    let w = World::new().await;
+    let job = w
+        .create(
+            "jobs",
+            json!({"metadata": {"name": "batch"}, "spec": {
+            "completions": 3, "parallelism": 2, "ttlSecondsAfterFinished": 30,
+            "template": job_template()}}),
+        )
+        .await;
+    let t0 = SystemTime::now();
+    w.job_pass(t0).await;
+    let ps = w.pods().await;
+    assert_eq!(ps.len(), 2);
+    for p in &ps {
+        assert_eq!(pods::labels(p)["job-name"], "batch");
+        assert_eq!(pods::labels(p)["controller-uid"], pods::uid(&job));
+        assert_eq!(p["spec"]["restartPolicy"], "Never");
+    }
+    w.finish_active("Succeeded").await;
+    w.job_pass(t0).await;
+    // One completion left: one pod more, not two.
+    assert_eq!(
+        w.pods().await.iter().filter(|p| pods::is_active(p)).count(),
+        1
+    );
+    w.finish_active("Succeeded").await;
+    w.job_pass(t0).await;
+    let j = w.get("jobs", "batch").await;
+    assert_eq!(
+        (
+            j["status"]["succeeded"].as_i64(),
+            j["status"]["active"].as_i64()
+        ),
+        (Some(3), Some(0))
+    );
+    let complete = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Complete")
+        .unwrap();
+    assert_eq!(complete["status"], "True");
+    assert!(j["status"]["completionTime"].is_string());
+    assert_eq!(w.pods().await.len(), 3, "finished pods are kept");
+    // Past ttlSecondsAfterFinished the Job goes.
+    w.job_pass(t0 + Duration::from_secs(10)).await;
+    assert!(
+        w.store
+            .get(&store::key("jobs", Some("default"), "batch"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    w.job_pass(t0 + Duration::from_secs(31)).await;
+    assert!(
+        w.store
+            .get(&store::key("jobs", Some("default"), "batch"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn job_fails_past_its_backoff_limit() {
+    let w = World::new().await;
+    w.create(
+        "jobs",
+        json!({"metadata": {"name": "flaky"}, "spec": {
+        "backoffLimit": 1, "template": job_template()}}),
+    )
+    .await;
+    let t0 = SystemTime::now();
+    for _ in 0..2 {
+        w.job_pass(t0).await;
+        w.finish_active("Failed").await;
+    }
+    w.job_pass(t0).await;
+    let j = w.get("jobs", "flaky").await;
+    assert_eq!(j["status"]["failed"], 2);
+    let failed = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    w.job_pass(t0).await;
+    assert_eq!(w.pods().await.len(), 2, "no pod after the Job failed");
+}
