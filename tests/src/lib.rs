@@ -131,6 +131,7 @@ pub struct Hub {
     pub mqtt_url: String,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Hub {
@@ -141,6 +142,15 @@ impl Hub {
 
     /// A hub using an external broker at `broker_url` when given.
     pub async fn start_with(broker_url: Option<&str>) -> Hub {
+        Hub::start_with_env(broker_url, &[]).await
+    }
+
+    /// A hub with extra environment variables (e.g. a test-only fake clock).
+    pub async fn start_with_env(broker_url: Option<&str>, env: &[(&str, &str)]) -> Hub {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let (api, mqtt) = (free_port(), free_port());
         let mut args: Vec<String> = vec![
@@ -164,21 +174,23 @@ impl Hub {
                 format!("mqtt://127.0.0.1:{mqtt}")
             }
         };
-        let proc = Hub::spawn(&args, dir.path());
+        let proc = Hub::spawn(&args, &env, dir.path());
         let hub = Hub {
             proc,
             api_url: format!("http://127.0.0.1:{api}"),
             mqtt_url,
             dir,
             args,
+            env,
         };
         hub.wait_up().await;
         hub
     }
 
-    fn spawn(args: &[String], dir: &Path) -> Proc {
+    fn spawn(args: &[String], env: &[(String, String)], dir: &Path) -> Proc {
         let mut cmd = Command::new(bin("spoke-hub"));
         cmd.args(args).env("RUST_LOG", "info,rumqttd=warn");
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         // Append, so that a restarted hub's log follows the first one's.
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         Proc::spawn(cmd, dir.join(format!("hub-{n}.log")))
@@ -188,7 +200,7 @@ impl Hub {
     /// directory and ports.
     pub async fn restart(&mut self) {
         self.proc.kill();
-        self.proc = Hub::spawn(&self.args, self.dir.path());
+        self.proc = Hub::spawn(&self.args, &self.env, self.dir.path());
         self.wait_up().await;
     }
 

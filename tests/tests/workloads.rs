@@ -298,3 +298,91 @@ async fn job_with_three_completions_two_at_a_time_finishes() {
         "{pods:?}"
     );
 }
+
+#[tokio::test]
+async fn cronjob_fires_on_its_schedule_under_a_controlled_clock() {
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("now");
+    // Before anything is created: no slot can be due yet.
+    std::fs::write(&clock, "2000-01-01T00:00:00Z").unwrap();
+    let hub = Hub::start_with_env(
+        None,
+        &[("SPOKE_HUB_FAKE_CLOCK_FILE", clock.to_str().unwrap())],
+    )
+    .await;
+    let _a1 = hub.agent("edge-1", &[]);
+    hub.wait_node_ready("edge-1").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    let c = hub.client();
+    // 09:00 at +02:00 is 07:00 UTC.
+    c.create(
+        "/apis/batch/v1/namespaces/default/cronjobs",
+        &json!({"metadata": {"name": "tick"}, "spec": {
+            "schedule": "0 9 * * *", "timeZone": "+02:00",
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "hello:v1", "env": [{"name": "HELLO_LINES", "value": "1"}]}]}}}}}}),
+    )
+    .await
+    .unwrap();
+    let jobs = || async {
+        let list: Value = c
+            .get("/apis/batch/v1/namespaces/default/jobs")
+            .await
+            .unwrap();
+        list["items"].as_array().cloned().unwrap_or_default()
+    };
+    // Slots count from the creation time (real time): the first one is the
+    // next 07:00 UTC after it. Move the fake clock to just before, then past.
+    let created: Value = c
+        .get("/apis/batch/v1/namespaces/default/cronjobs/tick")
+        .await
+        .unwrap();
+    let created =
+        humantime::parse_rfc3339(created["metadata"]["creationTimestamp"].as_str().unwrap())
+            .unwrap();
+    let secs = created
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let day = 86_400;
+    let mut slot = secs / day * day + 7 * 3600;
+    if slot <= secs {
+        slot += day;
+    }
+    let slot_time = std::time::UNIX_EPOCH + Duration::from_secs(slot);
+    std::fs::write(
+        &clock,
+        humantime::format_rfc3339_seconds(slot_time - Duration::from_secs(60)).to_string(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(jobs().await.is_empty(), "nothing before 09:00 +02:00");
+    std::fs::write(
+        &clock,
+        humantime::format_rfc3339_seconds(slot_time + Duration::from_secs(5)).to_string(),
+    )
+    .unwrap();
+    let cj = wait_for(
+        &hub,
+        "/apis/batch/v1/namespaces/default/cronjobs/tick",
+        "a Job scheduled",
+        |cj| cj["status"]["lastScheduleTime"].is_string(),
+    )
+    .await;
+    assert_eq!(
+        cj["status"]["lastScheduleTime"].as_str().unwrap(),
+        humantime::format_rfc3339_seconds(slot_time).to_string()
+    );
+    let js = jobs().await;
+    assert_eq!(js.len(), 1, "{js:?}");
+    let name = js[0]["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(name, format!("tick-{}", slot / 60));
+    // Its pod runs on the board and the Job completes.
+    wait_for(
+        &hub,
+        &format!("/apis/batch/v1/namespaces/default/jobs/{name}"),
+        "Complete",
+        |j| condition(j, "Complete")["status"] == "True",
+    )
+    .await;
+}

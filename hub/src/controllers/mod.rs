@@ -5,9 +5,10 @@
 //! - [`gc`]: the garbage collector (owner references, `Foreground` and
 //!   `Orphan` deletion).
 //! - [`namespace`]: empties a namespace being deleted, then removes it.
-//! - [`replicaset`], [`deployment`], [`job`]: the workload controllers, run by
+//! - [`replicaset`], [`deployment`], [`job`], [`cronjob`]: the workload controllers, run by
 //!   [`spawn_workloads`] (see docs/controllers.md).
 
+pub mod cronjob;
 pub mod deployment;
 pub mod gc;
 pub mod job;
@@ -40,22 +41,46 @@ fn relevant(event: &Event) -> bool {
 }
 
 /// Kinds whose writes wake the workload controllers.
-const WORKLOAD_KEYS: [&str; 5] = ["pods/", "replicasets/", "deployments/", "jobs/", "nodes/"];
+const WORKLOAD_KEYS: [&str; 6] = [
+    "pods/",
+    "replicasets/",
+    "deployments/",
+    "jobs/",
+    "cronjobs/",
+    "nodes/",
+];
 /// The workload controllers pass at least this often (progress deadlines,
 /// `minReadySeconds` that no event marks).
 const WORKLOAD_RESYNC: Duration = Duration::from_secs(5);
 
 /// Runs the workload controllers until the store's event stream ends: each
-/// pass reconciles every Deployment, then every ReplicaSet, then every Job; a pass runs
+/// pass reconciles every CronJob, Deployment, ReplicaSet, then Job; a pass runs
 /// after writes to the kinds they watch have settled, when a controller
 /// asked to come back (a pod turning available), or on the resync tick.
 pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut events = store.subscribe();
         let rec = crate::events::Recorder::new(store.clone(), "spoke-controller-manager");
+        let clock = cronjob::Clock::from_env();
+        // A fake clock moves without store events: look at it often.
+        let resync = if clock.is_fake() {
+            Duration::from_millis(500)
+        } else {
+            WORKLOAD_RESYNC
+        };
         loop {
             let now = std::time::SystemTime::now();
-            let mut wake = now + WORKLOAD_RESYNC;
+            let mut wake = now + resync;
+            let cron_now = clock.now();
+            match cronjob::pass(&store, &rec, cron_now).await {
+                // The next schedule time, as a wait on the system clock.
+                Ok(Some(t)) => {
+                    let wait = t.duration_since(cron_now).unwrap_or(Duration::ZERO);
+                    wake = wake.min(now + wait);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cronjob pass failed; will retry"),
+            }
             match deployment::pass(&store, &rec, now).await {
                 Ok(Some(t)) => wake = wake.min(t),
                 Ok(None) => {}

@@ -532,3 +532,60 @@ async fn job_fails_past_its_backoff_limit() {
     w.job_pass(t0).await;
     assert_eq!(w.pods().await.len(), 2, "no pod after the Job failed");
 }
+
+#[tokio::test]
+async fn cronjob_runs_on_schedule_forbids_overlap_and_keeps_history() {
+    let w = World::new().await;
+    let cj = w
+        .create(
+            "cronjobs",
+            json!({"metadata": {"name": "tick"}, "spec": {
+            "schedule": "*/5 * * * *", "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "jobTemplate": {"spec": {"template": job_template()}}}}),
+        )
+        .await;
+    let created = pods::time_at(&cj, "/metadata/creationTimestamp").unwrap();
+    let pass = |now: SystemTime| {
+        let (store, rec) = (w.store.clone(), w.rec.clone());
+        async move { super::cronjob::pass(&store, &rec, now).await.unwrap() }
+    };
+    let jobs = || async { pods::list(&w.store, "jobs", "default").await.unwrap() };
+    let next = pass(created).await.expect("a next time");
+    assert!(jobs().await.is_empty(), "nothing before the first slot");
+    pass(next).await;
+    pass(next).await;
+    let js = jobs().await;
+    assert_eq!(js.len(), 1, "one Job per slot, however many passes");
+    assert_eq!(pods::controller_uid(&js[0]), Some(pods::uid(&cj)));
+    assert_eq!(
+        pods::annotation(&js[0], super::cronjob::SCHEDULED_AT),
+        Some(pods::rfc3339(next).as_str())
+    );
+    let st = w.get("cronjobs", "tick").await["status"].clone();
+    assert_eq!(st["active"][0]["name"], pods::name(&js[0]));
+    // Forbid: the next slot passes while the first Job runs.
+    let later = next + Duration::from_secs(300);
+    pass(later).await;
+    assert_eq!(jobs().await.len(), 1);
+    // Once it completes, the due slot runs; history keeps one success.
+    for j in jobs().await {
+        w.job_pass(later).await;
+        w.finish_active("Succeeded").await;
+        w.job_pass(later).await;
+        assert!(w.get("jobs", pods::name(&j)).await["status"]["completionTime"].is_string());
+    }
+    pass(later).await;
+    assert_eq!(jobs().await.len(), 2);
+    w.job_pass(later).await;
+    w.finish_active("Succeeded").await;
+    w.job_pass(later).await;
+    pass(later).await;
+    let left: Vec<Value> = jobs()
+        .await
+        .into_iter()
+        .filter(|j| !pods::deleting(j))
+        .collect();
+    assert_eq!(left.len(), 1, "successfulJobsHistoryLimit 1: {left:?}");
+    assert!(w.get("cronjobs", "tick").await["status"]["lastSuccessfulTime"].is_string());
+}
