@@ -386,3 +386,60 @@ async fn cronjob_fires_on_its_schedule_under_a_controlled_clock() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn daemonset_lands_on_an_agent_that_joins_later_and_rolls_an_update() {
+    let hub = Hub::start().await;
+    let _a1 = hub.agent("edge-1", &[]);
+    hub.wait_node_ready("edge-1").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    let c = hub.client();
+    let path = "/apis/apps/v1/namespaces/default/daemonsets/web";
+    c.create(
+        "/apis/apps/v1/namespaces/default/daemonsets",
+        &json!({"metadata": {"name": "web"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": template(&[("GREETING", "v1")])}}),
+    )
+    .await
+    .unwrap();
+    let running_on = |pods: &[Value]| -> Vec<String> {
+        let mut v: Vec<String> = pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    wait_for(&hub, path, "1 ready", |d| d["status"]["numberReady"] == 1).await;
+    assert_eq!(running_on(&live_pods(&c).await), ["edge-1"]);
+
+    // A board that joins later gets its pod.
+    let _a2 = hub.agent("edge-2", &[]);
+    hub.wait_node_ready("edge-2").await;
+    wait_for(&hub, path, "2 ready", |d| {
+        d["status"]["numberReady"] == 2 && d["status"]["desiredNumberScheduled"] == 2
+    })
+    .await;
+    assert_eq!(running_on(&live_pods(&c).await), ["edge-1", "edge-2"]);
+
+    // Rolling update of the template.
+    let mut ds: Value = c.get(path).await.unwrap();
+    ds["spec"]["template"] = template(&[("GREETING", "v2")]);
+    c.replace(path, &ds).await.unwrap();
+    eventually(Duration::from_secs(60), "v2 on both boards", || async {
+        let pods = live_pods(&c).await;
+        (pods.len() == 2
+            && running_on(&pods) == ["edge-1", "edge-2"]
+            && pods
+                .iter()
+                .all(|p| env_of(p, "GREETING").as_deref() == Some("v2")))
+        .then_some(())
+    })
+    .await;
+    wait_for(&hub, path, "2 updated and available", |d| {
+        d["status"]["updatedNumberScheduled"] == 2 && d["status"]["numberAvailable"] == 2
+    })
+    .await;
+}

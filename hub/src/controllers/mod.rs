@@ -5,10 +5,11 @@
 //! - [`gc`]: the garbage collector (owner references, `Foreground` and
 //!   `Orphan` deletion).
 //! - [`namespace`]: empties a namespace being deleted, then removes it.
-//! - [`replicaset`], [`deployment`], [`job`], [`cronjob`]: the workload controllers, run by
+//! - [`replicaset`], [`deployment`], [`daemonset`], [`job`], [`cronjob`]: the workload controllers, run by
 //!   [`spawn_workloads`] (see docs/controllers.md).
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod gc;
 pub mod job;
@@ -41,8 +42,9 @@ fn relevant(event: &Event) -> bool {
 }
 
 /// Kinds whose writes wake the workload controllers.
-const WORKLOAD_KEYS: [&str; 6] = [
+const WORKLOAD_KEYS: [&str; 7] = [
     "pods/",
+    "daemonsets/",
     "replicasets/",
     "deployments/",
     "jobs/",
@@ -54,7 +56,7 @@ const WORKLOAD_KEYS: [&str; 6] = [
 const WORKLOAD_RESYNC: Duration = Duration::from_secs(5);
 
 /// Runs the workload controllers until the store's event stream ends: each
-/// pass reconciles every CronJob, Deployment, ReplicaSet, then Job; a pass runs
+/// pass reconciles every CronJob, Deployment, ReplicaSet, DaemonSet, then Job; a pass runs
 /// after writes to the kinds they watch have settled, when a controller
 /// asked to come back (a pod turning available), or on the resync tick.
 pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
@@ -90,6 +92,11 @@ pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
                 Ok(Some(t)) => wake = wake.min(t),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "replicaset pass failed; will retry"),
+            }
+            match daemonset::pass(&store, &rec, now).await {
+                Ok(Some(t)) => wake = wake.min(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "daemonset pass failed; will retry"),
             }
             match job::pass(&store, &rec, now).await {
                 Ok(Some(t)) => wake = wake.min(t),

@@ -62,7 +62,9 @@ impl World {
             self.store
                 .modify(&key, |cur| {
                     let mut n = cur.clone();
-                    n["spec"]["nodeName"] = json!("n1");
+                    if n["spec"]["nodeName"].is_null() {
+                        n["spec"]["nodeName"] = json!("n1");
+                    }
                     n["status"] = json!({"phase": "Running", "conditions": [
                         {"type": "Ready", "status": "True", "lastTransitionTime": at}]});
                     Some(n)
@@ -588,4 +590,112 @@ async fn cronjob_runs_on_schedule_forbids_overlap_and_keeps_history() {
         .collect();
     assert_eq!(left.len(), 1, "successfulJobsHistoryLimit 1: {left:?}");
     assert!(w.get("cronjobs", "tick").await["status"]["lastSuccessfulTime"].is_string());
+}
+
+impl World {
+    async fn node(&self, name: &str, ready: bool, labels: Value) {
+        let rt = ResourceType::lookup("nodes").unwrap();
+        let status = if ready { "True" } else { "Unknown" };
+        let node = json!({"metadata": {"name": name, "labels": labels},
+            "status": {"conditions": [{"type": "Ready", "status": status}]}});
+        let key = store::key("nodes", None, name);
+        if self.store.get(&key).await.unwrap().is_some() {
+            self.store
+                .modify(&key, |c| {
+                    let mut n = c.clone();
+                    n["status"] = node["status"].clone();
+                    Some(n)
+                })
+                .await
+                .unwrap();
+        } else {
+            crate::api::create_object(&self.store, rt, None, node.clone())
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn ds_pass(&self, now: SystemTime) {
+        super::daemonset::pass(&self.store, &self.rec, now)
+            .await
+            .unwrap();
+    }
+
+    fn nodes_of(ps: &[Value]) -> Vec<String> {
+        let mut v: Vec<String> = ps
+            .iter()
+            .filter(|p| pods::is_active(p))
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[tokio::test]
+async fn daemonset_puts_one_pod_per_matching_ready_node_and_keeps_it_when_unreachable() {
+    let w = World::new().await;
+    w.node("pi-1", true, json!({"site": "farm"})).await;
+    w.node("pi-2", false, json!({"site": "farm"})).await;
+    w.node("x86", true, json!({"site": "office"})).await;
+    let mut t = template("v1");
+    t["spec"]["nodeSelector"] = json!({"site": "farm"});
+    w.create(
+        "daemonsets",
+        json!({"metadata": {"name": "agent"}, "spec": {
+        "selector": {"matchLabels": {"app": "web"}}, "template": t}}),
+    )
+    .await;
+    let now = SystemTime::now();
+    w.ds_pass(now).await;
+    w.ds_pass(now).await;
+    assert_eq!(World::nodes_of(&w.pods().await), ["pi-1"]);
+    // pi-2 comes up: it gets its pod, bound already.
+    w.node("pi-2", true, json!({"site": "farm"})).await;
+    w.ds_pass(now).await;
+    assert_eq!(World::nodes_of(&w.pods().await), ["pi-1", "pi-2"]);
+    // pi-1 loses its link: its pod stays.
+    w.node("pi-1", false, json!({"site": "farm"})).await;
+    w.ds_pass(now).await;
+    assert_eq!(World::nodes_of(&w.pods().await), ["pi-1", "pi-2"]);
+    let st = w.get("daemonsets", "agent").await["status"].clone();
+    assert_eq!(st["desiredNumberScheduled"], 1);
+
+    // Rolling update, one node at a time.
+    w.node("pi-1", true, json!({"site": "farm"})).await;
+    w.all_ready(now).await;
+    let key = store::key("daemonsets", Some("default"), "agent");
+    let mut t2 = template("v2");
+    t2["spec"]["nodeSelector"] = json!({"site": "farm"});
+    w.store
+        .modify(&key, |c| {
+            let mut n = c.clone();
+            n["spec"]["template"] = t2.clone();
+            Some(n)
+        })
+        .await
+        .unwrap();
+    w.ds_pass(now).await;
+    let deleting = w.pods().await.iter().filter(|p| pods::deleting(p)).count();
+    assert_eq!(deleting, 1, "maxUnavailable 1");
+    for _ in 0..6 {
+        w.stop_deleted().await;
+        w.ds_pass(now).await;
+        w.all_ready(now).await;
+    }
+    let ps = w.pods().await;
+    assert_eq!(ps.len(), 2);
+    assert!(
+        ps.iter()
+            .all(|p| p["spec"]["containers"][0]["env"][0]["value"] == "v2"),
+        "{ps:?}"
+    );
+    let st = w.get("daemonsets", "agent").await["status"].clone();
+    assert_eq!(
+        (
+            st["updatedNumberScheduled"].as_i64(),
+            st["numberAvailable"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
 }
