@@ -632,7 +632,8 @@ mod tests {
     fn rolling_update_steps_within_surge_and_unavailable() {
         let s = strategy(3, 1, 1);
         // Step by step, as passes would see it.
-        let cases: &[(Rs, Vec<Rs>, Vec<(&str, i32)>)] = &[
+        type Case = (Rs, Vec<Rs>, Vec<(&'static str, i32)>);
+        let cases: &[Case] = &[
             // Fresh: scale the new one up to replicas + surge - existing.
             (rs("new", 0, 0), vec![], vec![("new", 3)]),
             (rs("new", 0, 0), vec![rs("old", 3, 3)], vec![("new", 1)]),
