@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use spoke_api::cron::Schedule;
+use spoke_api::cron::{Schedule, fixed_offset};
 
 use super::pods;
 use crate::api::Error;
@@ -123,34 +123,6 @@ pub fn next_after(s: &Schedule, offset_min: i64, now: SystemTime) -> Option<Syst
     (start..start + HORIZON_MIN)
         .find(|m| fires(s, *m, offset_min))
         .map(at_minute)
-}
-
-/// Minutes east of UTC for a `timeZone` this hub supports.
-pub fn fixed_offset(tz: &str) -> Result<i64, String> {
-    let rest = match tz {
-        "UTC" | "Etc/UTC" | "GMT" | "Etc/GMT" | "Z" => return Ok(0),
-        t => t
-            .strip_prefix("UTC")
-            .or_else(|| t.strip_prefix("GMT"))
-            .unwrap_or(t),
-    };
-    let bad = || {
-        format!(
-            "unsupported time zone \"{tz}\": this hub supports UTC and fixed offsets such as \"+05:30\" or \"UTC-08:00\""
-        )
-    };
-    let (sign, hm) = match rest.as_bytes().first() {
-        Some(b'+') => (1, &rest[1..]),
-        Some(b'-') => (-1, &rest[1..]),
-        _ => return Err(bad()),
-    };
-    let (h, m) = hm.split_once(':').unwrap_or((hm, "0"));
-    let h: i64 = h.parse().map_err(|_| bad())?;
-    let m: i64 = m.parse().map_err(|_| bad())?;
-    if h > 14 || m > 59 {
-        return Err(bad());
-    }
-    Ok(sign * (h * 60 + m))
 }
 
 fn job_state(job: &Value) -> Option<&str> {
@@ -397,18 +369,5 @@ mod tests {
         assert_eq!(next_after(&s, 0, now), Some(t("2026-12-01T09:30:00Z")));
         let fri = t("2026-12-04T10:00:00Z");
         assert_eq!(next_after(&s, 0, fri), Some(t("2026-12-07T09:30:00Z")));
-    }
-
-    #[test]
-    fn time_zones_are_utc_or_fixed_offsets() {
-        assert_eq!(fixed_offset("UTC"), Ok(0));
-        assert_eq!(fixed_offset("+05:30"), Ok(330));
-        assert_eq!(fixed_offset("UTC-08:00"), Ok(-480));
-        assert!(
-            fixed_offset("Europe/Paris")
-                .unwrap_err()
-                .contains("fixed offsets")
-        );
-        assert!(fixed_offset("+25:00").is_err());
     }
 }
