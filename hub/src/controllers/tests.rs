@@ -699,3 +699,62 @@ async fn daemonset_puts_one_pod_per_matching_ready_node_and_keeps_it_when_unreac
         (Some(2), Some(2))
     );
 }
+
+/// What the controllers write must decode strictly as its kind, or the next
+/// client PUT (which re-admits the stored status) would be refused.
+#[tokio::test]
+async fn statuses_written_by_controllers_decode_as_their_kinds() {
+    use spoke_api::apps::{DaemonSet, Deployment, ReplicaSet};
+    use spoke_api::batch::{CronJob, Job};
+    use spoke_api::validation::decode_strict;
+    let w = World::new().await;
+    w.node("pi-1", true, json!({})).await;
+    w.create(
+        "deployments",
+        json!({"metadata": {"name": "web"}, "spec": {
+        "selector": {"matchLabels": {"app": "web"}}, "template": template("v1")}}),
+    )
+    .await;
+    w.create(
+        "daemonsets",
+        json!({"metadata": {"name": "ds"}, "spec": {
+        "selector": {"matchLabels": {"app": "web"}}, "template": template("v1")}}),
+    )
+    .await;
+    w.create(
+        "jobs",
+        json!({"metadata": {"name": "j"}, "spec": {"template": job_template()}}),
+    )
+    .await;
+    w.create(
+        "cronjobs",
+        json!({"metadata": {"name": "c"}, "spec": {"schedule": "* * * * *",
+        "jobTemplate": {"spec": {"template": job_template()}}}}),
+    )
+    .await;
+    let now = SystemTime::now() + Duration::from_secs(120);
+    settle(&w, now, true).await;
+    w.ds_pass(now).await;
+    w.job_pass(now).await;
+    super::cronjob::pass(&w.store, &w.rec, now).await.unwrap();
+    w.finish_active("Succeeded").await;
+    w.job_pass(now).await;
+    fn check<T: serde::de::DeserializeOwned>(items: Vec<Value>) {
+        assert!(!items.is_empty());
+        for o in items {
+            assert!(o.get("status").is_some(), "{o}");
+            if let Err(e) = decode_strict::<T>(o.clone()) {
+                panic!("{e:?}: {o}");
+            }
+        }
+    }
+    let list = |p: &'static str| {
+        let store = w.store.clone();
+        async move { pods::list(&store, p, "default").await.unwrap() }
+    };
+    check::<Deployment>(list("deployments").await);
+    check::<ReplicaSet>(list("replicasets").await);
+    check::<DaemonSet>(list("daemonsets").await);
+    check::<Job>(list("jobs").await);
+    check::<CronJob>(list("cronjobs").await);
+}
