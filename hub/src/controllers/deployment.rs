@@ -297,6 +297,34 @@ pub async fn reconcile(
             .await;
         }
         prune_history(store, d, &owned).await?;
+    } else if paused {
+        // A paused Deployment still scales, as in Kubernetes (here only
+        // when one ReplicaSet holds all replicas; no proportional scaling).
+        let holding: Vec<&Value> = owned
+            .iter()
+            .chain(new_rs.iter())
+            .filter(|r| rs_view(r).replicas > 0)
+            .collect();
+        let target = match holding.as_slice() {
+            [one] => Some(*one),
+            [] => new_rs.as_ref(),
+            _ => None,
+        };
+        if let Some(rs) = target
+            && rs_view(rs).replicas != strategy.replicas
+        {
+            let (name, from, to) = (pods::name(rs), rs_view(rs).replicas, strategy.replicas);
+            pods::set_replicas(store, "replicasets", rs, to, &[]).await?;
+            scaled = true;
+            let verb = if to > from { "up" } else { "down" };
+            rec.record(
+                d,
+                Type::Normal,
+                "ScalingReplicaSet",
+                &format!("Scaled {verb} replica set {name} from {from} to {to}"),
+            )
+            .await;
+        }
     }
 
     let new_view = new_rs.as_ref().map(rs_view);

@@ -758,3 +758,66 @@ async fn statuses_written_by_controllers_decode_as_their_kinds() {
     check::<Job>(list("jobs").await);
     check::<CronJob>(list("cronjobs").await);
 }
+
+#[tokio::test]
+async fn a_paused_deployment_scales_but_does_not_roll() {
+    let w = World::new().await;
+    w.create(
+        "deployments",
+        json!({"metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template("v1")}}),
+    )
+    .await;
+    let t = SystemTime::now();
+    settle(&w, t, true).await;
+    let key = store::key("deployments", Some("default"), "web");
+    w.store
+        .modify(&key, |c| {
+            let mut n = c.clone();
+            n["spec"]["paused"] = json!(true);
+            n["spec"]["replicas"] = json!(4);
+            n["spec"]["template"] = template("v2");
+            n["metadata"]["generation"] = json!(2);
+            Some(n)
+        })
+        .await
+        .unwrap();
+    settle(&w, t, true).await;
+    let rss = pods::list(&w.store, "replicasets", "default")
+        .await
+        .unwrap();
+    assert_eq!(rss.len(), 1, "no new ReplicaSet while paused");
+    assert_eq!(rss[0]["spec"]["replicas"], 4);
+    let d = w.get("deployments", "web").await;
+    let progressing = d["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(progressing["reason"], "DeploymentPaused");
+    // Resumed: the template change rolls out.
+    w.store
+        .modify(&key, |c| {
+            let mut n = c.clone();
+            n["spec"]["paused"] = json!(false);
+            n["metadata"]["generation"] = json!(3);
+            Some(n)
+        })
+        .await
+        .unwrap();
+    settle(&w, t, true).await;
+    let rss = pods::list(&w.store, "replicasets", "default")
+        .await
+        .unwrap();
+    assert_eq!(rss.len(), 2);
+    let d = w.get("deployments", "web").await;
+    assert_eq!(
+        (
+            d["status"]["updatedReplicas"].as_i64(),
+            d["status"]["availableReplicas"].as_i64()
+        ),
+        (Some(4), Some(4))
+    );
+}
