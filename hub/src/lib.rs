@@ -82,6 +82,7 @@ pub async fn run(
     .await?;
     tokio::spawn(scheduler::run(store.clone()));
     controllers::spawn(store.clone());
+    controllers::spawn_workloads(store.clone());
 
     let tokens = auth::tokens::Tokens::new(store.clone());
     let admin_token = auth::admin_token(&tokens, &config.data_dir.join("admin.token")).await?;

@@ -136,6 +136,7 @@ pub struct Hub {
     pub mqtt_url: String,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Hub {
@@ -146,11 +147,25 @@ impl Hub {
 
     /// A hub using an external broker at `broker_url` when given.
     pub async fn start_with(broker_url: Option<&str>) -> Hub {
-        Hub::start_opts(broker_url, &[]).await
+        Hub::start_full(broker_url, &[], &[]).await
     }
 
     /// A hub with extra command-line options (such as `--insecure-http`).
     pub async fn start_opts(broker_url: Option<&str>, extra: &[&str]) -> Hub {
+        Hub::start_full(broker_url, extra, &[]).await
+    }
+
+    /// A hub with extra environment variables (e.g. a test-only fake clock).
+    pub async fn start_with_env(broker_url: Option<&str>, env: &[(&str, &str)]) -> Hub {
+        Hub::start_full(broker_url, &[], env).await
+    }
+
+    /// A hub with extra options and environment variables.
+    pub async fn start_full(broker_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Hub {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let (api, mqtt) = (free_port(), free_port());
         let path = |p: &str| {
@@ -184,21 +199,23 @@ impl Hub {
         } else {
             "https"
         };
-        let proc = Hub::spawn(&args, dir.path());
+        let proc = Hub::spawn(&args, &env, dir.path());
         let hub = Hub {
             proc,
             api_url: format!("{scheme}://127.0.0.1:{api}"),
             mqtt_url,
             dir,
             args,
+            env,
         };
         hub.wait_up().await;
         hub
     }
 
-    fn spawn(args: &[String], dir: &Path) -> Proc {
+    fn spawn(args: &[String], env: &[(String, String)], dir: &Path) -> Proc {
         let mut cmd = Command::new(bin("spoke-hub"));
         cmd.args(args).env("RUST_LOG", "info,rumqttd=warn");
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         // Append, so that a restarted hub's log follows the first one's.
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         Proc::spawn(cmd, dir.join(format!("hub-{n}.log")))
@@ -208,7 +225,7 @@ impl Hub {
     /// directory and ports.
     pub async fn restart(&mut self) {
         self.proc.kill();
-        self.proc = Hub::spawn(&self.args, self.dir.path());
+        self.proc = Hub::spawn(&self.args, &self.env, self.dir.path());
         self.wait_up().await;
     }
 

@@ -6,9 +6,18 @@
 //!   `Orphan` deletion).
 //! - [`namespace`]: empties a namespace being deleted, then removes it.
 //! - quota status (`status.used`) and event expiry ride on the same passes.
+//! - [`replicaset`], [`deployment`], [`daemonset`], [`job`], [`cronjob`]:
+//!   the workload controllers, run by [`spawn_workloads`] (see
+//!   docs/controllers.md).
 
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
 pub mod gc;
+pub mod job;
 pub mod namespace;
+pub mod pods;
+pub mod replicaset;
 
 use std::time::Duration;
 
@@ -34,6 +43,92 @@ fn relevant(event: &Event) -> bool {
                 .get("ownerReferences")
                 .and_then(Value::as_array)
                 .is_some_and(|a| !a.is_empty()))
+}
+
+/// Kinds whose writes wake the workload controllers.
+const WORKLOAD_KEYS: [&str; 7] = [
+    "pods/",
+    "daemonsets/",
+    "replicasets/",
+    "deployments/",
+    "jobs/",
+    "cronjobs/",
+    "nodes/",
+];
+/// The workload controllers pass at least this often (progress deadlines,
+/// `minReadySeconds` that no event marks).
+const WORKLOAD_RESYNC: Duration = Duration::from_secs(5);
+
+/// Runs the workload controllers until the store's event stream ends: each
+/// pass reconciles every CronJob, Deployment, ReplicaSet, DaemonSet, then Job; a pass runs
+/// after writes to the kinds they watch have settled, when a controller
+/// asked to come back (a pod turning available), or on the resync tick.
+pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut events = store.subscribe();
+        let rec = crate::events::Recorder::new(store.clone(), "spoke-controller-manager");
+        let clock = cronjob::Clock::from_env();
+        // A fake clock moves without store events: look at it often.
+        let resync = if clock.is_fake() {
+            Duration::from_millis(500)
+        } else {
+            WORKLOAD_RESYNC
+        };
+        loop {
+            let now = std::time::SystemTime::now();
+            let mut wake = now + resync;
+            let cron_now = clock.now();
+            match cronjob::pass(&store, &rec, cron_now).await {
+                // The next schedule time, as a wait on the system clock.
+                Ok(Some(t)) => {
+                    let wait = t.duration_since(cron_now).unwrap_or(Duration::ZERO);
+                    wake = wake.min(now + wait);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cronjob pass failed; will retry"),
+            }
+            match deployment::pass(&store, &rec, now).await {
+                Ok(Some(t)) => wake = wake.min(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "deployment pass failed; will retry"),
+            }
+            match replicaset::pass(&store, &rec, now).await {
+                Ok(Some(t)) => wake = wake.min(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "replicaset pass failed; will retry"),
+            }
+            match daemonset::pass(&store, &rec, now).await {
+                Ok(Some(t)) => wake = wake.min(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "daemonset pass failed; will retry"),
+            }
+            match job::pass(&store, &rec, now).await {
+                Ok(Some(t)) => wake = wake.min(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "job pass failed; will retry"),
+            }
+            let wait = wake
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    e = events.recv() => match e {
+                        Ok(event) if WORKLOAD_KEYS.iter().any(|k| event.key.starts_with(k)) => break,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            tokio::time::sleep(SETTLE).await;
+            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                events.try_recv()
+            {}
+        }
+    })
 }
 
 /// Runs the garbage collector and the namespace controller until the
@@ -76,3 +171,6 @@ pub fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

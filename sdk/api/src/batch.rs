@@ -219,6 +219,11 @@ impl CronJob {
         } else if let Err(e) = crate::cron::Schedule::parse(&s.schedule) {
             errs.push(FieldError::invalid("spec.schedule", e));
         }
+        if let Some(tz) = &s.time_zone
+            && let Err(e) = crate::cron::fixed_offset(tz)
+        {
+            errs.push(FieldError::invalid("spec.timeZone", e));
+        }
         if let Some(p) = &s.concurrency_policy
             && !["Allow", "Forbid", "Replace"].contains(&p.as_str())
         {
@@ -286,5 +291,19 @@ mod tests {
         .unwrap();
         let fields: Vec<String> = cj.validate().into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["spec.schedule", "spec.concurrencyPolicy"]);
+    }
+
+    #[test]
+    fn cronjob_time_zones_are_checked_at_admission() {
+        let cj = |tz: &str| -> CronJob {
+            decode_strict(json!({"metadata": {"name": "c"}, "spec": {
+                "schedule": "0 9 * * *", "timeZone": tz,
+                "jobTemplate": {"spec": {"template": template("Never")}}}}))
+            .unwrap()
+        };
+        assert_eq!(cj("+02:00").validate(), vec![]);
+        let errs = cj("Europe/Paris").validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.timeZone");
     }
 }

@@ -191,9 +191,52 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// Minutes east of UTC of a CronJob `timeZone`. Only UTC and fixed offsets
+/// (`UTC`, `Etc/UTC`, `+05:30`, `UTC-08:00`) are supported: the hub carries
+/// no time zone database.
+pub fn fixed_offset(tz: &str) -> Result<i64, String> {
+    let rest = match tz {
+        "UTC" | "Etc/UTC" | "GMT" | "Etc/GMT" | "Z" => return Ok(0),
+        t => t
+            .strip_prefix("UTC")
+            .or_else(|| t.strip_prefix("GMT"))
+            .unwrap_or(t),
+    };
+    let bad = || {
+        format!(
+            "unsupported time zone \"{tz}\": this hub supports UTC and fixed offsets such as \"+05:30\" or \"UTC-08:00\""
+        )
+    };
+    let (sign, hm) = match rest.as_bytes().first() {
+        Some(b'+') => (1, &rest[1..]),
+        Some(b'-') => (-1, &rest[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = hm.split_once(':').unwrap_or((hm, "0"));
+    let h: i64 = h.parse().map_err(|_| bad())?;
+    let m: i64 = m.parse().map_err(|_| bad())?;
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 60 + m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_zones_are_utc_or_fixed_offsets() {
+        assert_eq!(fixed_offset("UTC"), Ok(0));
+        assert_eq!(fixed_offset("+05:30"), Ok(330));
+        assert_eq!(fixed_offset("UTC-08:00"), Ok(-480));
+        assert!(
+            fixed_offset("Europe/Paris")
+                .unwrap_err()
+                .contains("fixed offsets")
+        );
+        assert!(fixed_offset("+25:00").is_err());
+    }
 
     #[test]
     fn fields_lists_ranges_steps_and_names() {
