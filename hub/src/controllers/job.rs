@@ -258,40 +258,7 @@ pub async fn reconcile(
             }
         }
         Step::Create(n) => {
-            let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
-            let prefix = format!("{}-", pods::name(job));
-            for _ in 0..n {
-                match pods::create_owned(
-                    store,
-                    "pods",
-                    job,
-                    &template,
-                    pods::Name::Generate(&prefix),
-                    &[],
-                )
-                .await
-                {
-                    Ok(p) => {
-                        rec.record(
-                            job,
-                            Type::Normal,
-                            "SuccessfulCreate",
-                            &format!("Created pod: {}", pods::name(&p)),
-                        )
-                        .await
-                    }
-                    Err(e) => {
-                        rec.record(
-                            job,
-                            Type::Warning,
-                            "FailedCreate",
-                            &format!("Error creating: {e}"),
-                        )
-                        .await;
-                        return Err(e);
-                    }
-                }
-            }
+            pods::create_from_template(store, rec, job, n as u32).await?;
         }
         Step::Delete(n) => {
             let mut victims = active.clone();

@@ -211,6 +211,47 @@ pub async fn create_owned(
 }
 
 /// How [`create_owned`] names what it creates.
+/// Creates `n` pods from `owner`'s `spec.template`, named `<owner>-<random>`
+/// and owned by it, recording `SuccessfulCreate` or `FailedCreate` on the
+/// owner, as the ReplicaSet and Job controllers of Kubernetes do.
+pub async fn create_from_template(
+    store: &Store,
+    rec: &crate::events::Recorder,
+    owner: &Value,
+    n: u32,
+) -> Result<(), Error> {
+    use crate::events::Type;
+    let template = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
+    let prefix = format!("{}-", name(owner));
+    for _ in 0..n {
+        match create_owned(
+            store,
+            "pods",
+            owner,
+            &template,
+            Name::Generate(&prefix),
+            &[],
+        )
+        .await
+        {
+            Ok(p) => {
+                let msg = format!("Created pod: {}", name(&p));
+                rec.record(owner, Type::Normal, "SuccessfulCreate", &msg)
+                    .await
+            }
+            Err(e) => {
+                let msg = format!("Error creating: {e}");
+                rec.record(owner, Type::Warning, "FailedCreate", &msg).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub enum Name<'a> {
     Generate(&'a str),
     Exact(&'a str),

@@ -159,40 +159,7 @@ pub async fn reconcile(
             .unwrap_or(1) as i32;
         match plan(want, &active) {
             Step::Create(n) => {
-                let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
-                let prefix = format!("{}-", pods::name(rs));
-                for _ in 0..n {
-                    match pods::create_owned(
-                        store,
-                        "pods",
-                        rs,
-                        &template,
-                        pods::Name::Generate(&prefix),
-                        &[],
-                    )
-                    .await
-                    {
-                        Ok(p) => {
-                            rec.record(
-                                rs,
-                                Type::Normal,
-                                "SuccessfulCreate",
-                                &format!("Created pod: {}", pods::name(&p)),
-                            )
-                            .await
-                        }
-                        Err(e) => {
-                            rec.record(
-                                rs,
-                                Type::Warning,
-                                "FailedCreate",
-                                &format!("Error creating: {e}"),
-                            )
-                            .await;
-                            return Err(e);
-                        }
-                    }
-                }
+                pods::create_from_template(store, rec, rs, n as u32).await?;
             }
             Step::Delete(victims) => {
                 for p in victims {
