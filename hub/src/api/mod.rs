@@ -6,6 +6,7 @@
 
 mod admission;
 pub mod deletion;
+mod discovery;
 mod error;
 mod modules;
 mod objects;
@@ -57,6 +58,7 @@ pub fn router(state: State) -> Router {
                 axum::Json(DOC.get_or_init(openapi::document).clone())
             }),
         )
+        .merge(discovery::routes())
         .merge(objects::routes())
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
         .merge(modules::routes().layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)))

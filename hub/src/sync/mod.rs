@@ -546,6 +546,16 @@ impl Worker {
                 continue;
             }
             if report.gone {
+                if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                    let msg = format!(
+                        "Stopped pod {}/{} on node {node}",
+                        report.namespace, report.name
+                    );
+                    self.recorder
+                        .on_host(node)
+                        .record(&pod, events::Type::Normal, "Killing", &msg)
+                        .await;
+                }
                 match crate::api::deletion::pod_stopped(&self.store, &key, &report.uid).await {
                     Ok(()) => tracing::debug!(node, pod = %key, "pod stopped on its node"),
                     Err(e) => tracing::error!(error = %e, pod = %key, "cannot finish deleting pod"),
