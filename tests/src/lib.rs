@@ -24,13 +24,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary next to this test executable's `deps/`.
+/// Path of a workspace binary: in `SPOKE_BIN_DIR` if set (benchmarks point
+/// it at `target/release`), else next to this test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
+    let dir = match std::env::var_os("SPOKE_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps")
+            .to_path_buf(),
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
