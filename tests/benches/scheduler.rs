@@ -36,7 +36,7 @@ fn node(i: usize) -> Node {
     let ready = if i % 33 == 5 { "Unknown" } else { "True" };
     serde_json::from_value(json!({
         "metadata": {"name": format!("board-{i:04}"), "labels": {
-            "kubernetes.io/arch": if i % 3 == 0 { "amd64" } else { "arm64" },
+            "kubernetes.io/arch": if i.is_multiple_of(3) { "amd64" } else { "arm64" },
             "kubernetes.io/os": "linux",
             "kubernetes.io/hostname": format!("board-{i:04}"),
             "topology.kubernetes.io/zone": format!("zone-{}", i % 10),
