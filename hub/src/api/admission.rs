@@ -36,7 +36,11 @@ pub fn admit(rt: &ResourceType, value: Value) -> Result<Value, Error> {
     };
     match rt.kind {
         "Pod" => check(value, |p: &mut Pod| validation::validate_pod(p)),
-        "Node" => check(value, |n: &mut Node| meta_only(&n.metadata, false)),
+        "Node" => check(value, |n: &mut Node| {
+            let mut errs = meta_only(&n.metadata, false);
+            validation::validate_taints(&n.spec.taints, "spec", &mut errs);
+            errs
+        }),
         "Namespace" => check(value, |ns: &mut Namespace| {
             let mut errs = meta_only(&ns.metadata, false);
             if let Err(m) = validation::dns1123_label(&ns.metadata.name) {
@@ -207,6 +211,24 @@ mod tests {
         assert_eq!(s["data"]["user"], "YWRtaW4=");
         assert!(s.get("stringData").is_none());
         assert_eq!(s["type"], "Opaque");
+    }
+
+    #[test]
+    fn node_taints_are_checked_at_admission() {
+        let err = admit(
+            rt("nodes"),
+            json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": "k", "effect": "Never"}]}}),
+        )
+        .unwrap_err();
+        let Error::Invalid { causes, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(causes[0].field, "spec.taints[0].effect");
+        admit(
+            rt("nodes"),
+            json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+        )
+        .unwrap();
     }
 
     #[test]

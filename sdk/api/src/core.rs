@@ -58,6 +58,171 @@ pub struct PodSpec {
     /// Directories the pod's containers may mount (as WASI preopens).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// Node affinity: required and preferred rules on node labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Taints of nodes this pod accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// How evenly this pod's kind is spread over nodes grouped by a label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+/// `spec.affinity`. Only node affinity exists in Spoke (no pod affinity yet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Affinity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_affinity: Option<NodeAffinity>,
+}
+
+/// Rules on node labels: required ones filter, preferred ones score.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAffinity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_during_scheduling_ignored_during_execution: Option<NodeSelector>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_during_scheduling_ignored_during_execution: Vec<PreferredSchedulingTerm>,
+}
+
+/// A node matches when any of its terms does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelector {
+    #[serde(default)]
+    pub node_selector_terms: Vec<NodeSelectorTerm>,
+}
+
+/// A term matches when all of its expressions do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorTerm {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<NodeSelectorRequirement>,
+}
+
+/// One rule on a node label.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt` or `Lt` (integers).
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl NodeSelectorRequirement {
+    /// Whether a node with `labels` satisfies this rule. `Gt`/`Lt` compare
+    /// integers; a label that is missing or not an integer does not match.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let got = labels.get(&self.key);
+        let int = |s: &str| s.parse::<i64>().ok();
+        match self.operator.as_str() {
+            "In" => got.is_some_and(|v| self.values.contains(v)),
+            "NotIn" => !got.is_some_and(|v| self.values.contains(v)),
+            "Exists" => got.is_some(),
+            "DoesNotExist" => got.is_none(),
+            op @ ("Gt" | "Lt") => {
+                let (Some(have), Some(want)) = (
+                    got.and_then(|v| int(v)),
+                    self.values.first().and_then(|v| int(v)),
+                ) else {
+                    return false;
+                };
+                if op == "Gt" { have > want } else { have < want }
+            }
+            _ => false,
+        }
+    }
+}
+
+impl NodeSelectorTerm {
+    /// All expressions hold. Kubernetes: an empty term matches no node.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.match_expressions.is_empty()
+            && self.match_expressions.iter().all(|r| r.matches(labels))
+    }
+}
+
+/// A weighted term of preferred node affinity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PreferredSchedulingTerm {
+    /// 1 to 100.
+    pub weight: i32,
+    pub preference: NodeSelectorTerm,
+}
+
+/// A pod's acceptance of node taints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    /// Empty with `Exists` tolerates every taint.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// Empty matches every effect.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub effect: String,
+    /// With `NoExecute`: how long the pod stays bound after the taint appears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+impl Toleration {
+    /// Whether this toleration covers `taint`, by Kubernetes' rules.
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if !self.effect.is_empty() && self.effect != taint.effect {
+            return false;
+        }
+        match self.operator.as_deref().unwrap_or("Equal") {
+            "Exists" => self.key.is_empty() || self.key == taint.key,
+            "Equal" => self.key == taint.key && self.value == taint.value,
+            _ => false,
+        }
+    }
+}
+
+/// A mark on a node that repels pods which do not tolerate it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_added: Option<String>,
+}
+
+/// Keeps pods that match `labelSelector` within `maxSkew` of each other
+/// across the domains of `topologyKey` (a node label).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpreadConstraint {
+    pub max_skew: i32,
+    pub topology_key: String,
+    /// `DoNotSchedule` (filter) or `ScheduleAnyway` (score).
+    pub when_unsatisfiable: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<crate::selector::LabelSelector>,
 }
 
 /// A named directory for a pod's containers. Exactly one source is set.
@@ -322,6 +487,9 @@ pub struct NodeSpec {
     /// Cordoned: no new pods are scheduled here.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unschedulable: bool,
+    /// Marks that repel pods without a matching toleration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

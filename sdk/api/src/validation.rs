@@ -8,7 +8,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::core::{Pod, PodSpec};
+use crate::core::{NodeSelectorTerm, Pod, PodSpec, Taint};
 use crate::meta::ObjectMeta;
 use crate::module::ImageRef;
 
@@ -277,6 +277,181 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
     }
     validate_volumes(spec, at, errs);
     validate_volume_mounts(spec, at, errs);
+    validate_affinity(spec, at, errs);
+    validate_tolerations(spec, at, errs);
+    validate_topology_spread(spec, at, errs);
+}
+
+fn not_supported(field: String, got: &str, allowed: &[&str]) -> FieldError {
+    let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+    FieldError::new(
+        field,
+        "FieldValueNotSupported",
+        format!(
+            "Unsupported value: \"{got}\": supported values: {}",
+            list.join(", ")
+        ),
+    )
+}
+
+/// Effects a taint may have.
+pub const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+fn validate_node_selector_term(term: &NodeSelectorTerm, at: &str, errs: &mut Vec<FieldError>) {
+    for (i, r) in term.match_expressions.iter().enumerate() {
+        let field = |f: &str| format!("{at}.matchExpressions[{i}].{f}");
+        if let Err(m) = crate::selector::check_key(&r.key) {
+            errs.push(FieldError::invalid(field("key"), m));
+        }
+        match r.operator.as_str() {
+            "In" | "NotIn" if r.values.is_empty() => {
+                errs.push(FieldError::required(field("values")))
+            }
+            "Exists" | "DoesNotExist" if !r.values.is_empty() => errs.push(FieldError::invalid(
+                field("values"),
+                format!("must be empty for operator {}", r.operator),
+            )),
+            "Gt" | "Lt" if r.values.len() != 1 || r.values[0].parse::<i64>().is_err() => {
+                errs.push(FieldError::invalid(
+                    field("values"),
+                    format!("must be one integer for operator {}", r.operator),
+                ))
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
+            other => errs.push(not_supported(
+                field("operator"),
+                other,
+                &["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"],
+            )),
+        }
+    }
+}
+
+/// Checks `affinity` of the pod spec at `at`.
+pub fn validate_affinity(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
+    let Some(na) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+    else {
+        return;
+    };
+    let at = format!("{at}.affinity.nodeAffinity");
+    if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
+        let at = format!("{at}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms");
+        if req.node_selector_terms.is_empty() {
+            errs.push(FieldError::required(at.clone()));
+        }
+        for (i, t) in req.node_selector_terms.iter().enumerate() {
+            validate_node_selector_term(t, &format!("{at}[{i}]"), errs);
+        }
+    }
+    for (i, p) in na
+        .preferred_during_scheduling_ignored_during_execution
+        .iter()
+        .enumerate()
+    {
+        let at = format!("{at}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+        if !(1..=100).contains(&p.weight) {
+            errs.push(FieldError::invalid(
+                format!("{at}.weight"),
+                "must be in the range 1-100",
+            ));
+        }
+        validate_node_selector_term(&p.preference, &format!("{at}.preference"), errs);
+    }
+}
+
+/// Checks `tolerations` of the pod spec at `at`.
+pub fn validate_tolerations(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
+    for (i, t) in spec.tolerations.iter().enumerate() {
+        let field = |f: &str| format!("{at}.tolerations[{i}].{f}");
+        if !t.key.is_empty()
+            && let Err(m) = crate::selector::check_key(&t.key)
+        {
+            errs.push(FieldError::invalid(field("key"), m));
+        }
+        match t.operator.as_deref().unwrap_or("Equal") {
+            "Exists" if !t.value.is_empty() => errs.push(FieldError::invalid(
+                field("value"),
+                "value must be empty when `operator` is 'Exists'",
+            )),
+            "Equal" if t.key.is_empty() => errs.push(FieldError::invalid(
+                field("operator"),
+                "operator must be Exists when `key` is empty",
+            )),
+            "Exists" | "Equal" => {}
+            other => errs.push(not_supported(
+                field("operator"),
+                other,
+                &["Equal", "Exists"],
+            )),
+        }
+        if !t.effect.is_empty() && !TAINT_EFFECTS.contains(&t.effect.as_str()) {
+            errs.push(not_supported(field("effect"), &t.effect, &TAINT_EFFECTS));
+        }
+        if let Some(s) = t.toleration_seconds {
+            if t.effect != "NoExecute" {
+                errs.push(FieldError::invalid(
+                    field("effect"),
+                    "effect must be 'NoExecute' when `tolerationSeconds` is set",
+                ));
+            } else if s < 0 {
+                errs.push(FieldError::invalid(
+                    field("tolerationSeconds"),
+                    "must be >= 0",
+                ));
+            }
+        }
+    }
+}
+
+/// Checks `topologySpreadConstraints` of the pod spec at `at`.
+pub fn validate_topology_spread(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
+    for (i, c) in spec.topology_spread_constraints.iter().enumerate() {
+        let field = |f: &str| format!("{at}.topologySpreadConstraints[{i}].{f}");
+        if c.max_skew < 1 {
+            errs.push(FieldError::invalid(
+                field("maxSkew"),
+                "must be greater than zero",
+            ));
+        }
+        if c.topology_key.is_empty() {
+            errs.push(FieldError::required(field("topologyKey")));
+        } else if let Err(m) = crate::selector::check_key(&c.topology_key) {
+            errs.push(FieldError::invalid(field("topologyKey"), m));
+        }
+        if !["DoNotSchedule", "ScheduleAnyway"].contains(&c.when_unsatisfiable.as_str()) {
+            errs.push(not_supported(
+                field("whenUnsatisfiable"),
+                &c.when_unsatisfiable,
+                &["DoNotSchedule", "ScheduleAnyway"],
+            ));
+        }
+        if let Some(sel) = &c.label_selector
+            && let Err(m) = sel.to_selector()
+        {
+            errs.push(FieldError::invalid(field("labelSelector"), m));
+        }
+    }
+}
+
+/// Checks `spec.taints` of a node.
+pub fn validate_taints(taints: &[Taint], at: &str, errs: &mut Vec<FieldError>) {
+    for (i, t) in taints.iter().enumerate() {
+        let field = |f: &str| format!("{at}.taints[{i}].{f}");
+        if let Err(m) = crate::selector::check_key(&t.key) {
+            errs.push(FieldError::invalid(field("key"), m));
+        }
+        if !t.value.is_empty()
+            && let Err(m) = crate::selector::check_value(&t.value)
+        {
+            errs.push(FieldError::invalid(field("value"), m));
+        }
+        if !TAINT_EFFECTS.contains(&t.effect.as_str()) {
+            errs.push(not_supported(field("effect"), &t.effect, &TAINT_EFFECTS));
+        }
+    }
 }
 
 /// `hostPath.type` values a Wasm guest can use: directories only.
@@ -516,5 +691,97 @@ mod tests {
             assert!(dns1123_subdomain(bad).is_err(), "{bad}");
         }
         assert!(dns1123_label(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn placement_rules_name_each_field() {
+        let bad = pod(json!({
+            "containers": [{"name": "a", "image": "a:1"}],
+            "affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [
+                        {"key": "site", "operator": "In"},
+                        {"key": "cores", "operator": "Gt", "values": ["many"]},
+                        {"key": "site", "operator": "Near", "values": ["x"]},
+                        {"key": "site", "operator": "Exists", "values": ["x"]}]}]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 0, "preference": {"matchExpressions": [{"key": "bad key!", "operator": "Exists"}]}}]}},
+            "tolerations": [
+                {"key": "k", "operator": "Exists", "value": "v"},
+                {"operator": "Equal", "value": "v"},
+                {"key": "k", "operator": "Like"},
+                {"key": "k", "effect": "NoRun"},
+                {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5},
+                {"key": "k", "effect": "NoExecute", "tolerationSeconds": -1}],
+            "topologySpreadConstraints": [
+                {"maxSkew": 0, "topologyKey": "", "whenUnsatisfiable": "Maybe",
+                 "labelSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]
+        }));
+        let p: Pod = decode_strict(bad).unwrap();
+        let errs = validate_pod(&p);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        let req = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions";
+        let pref = "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]";
+        assert_eq!(
+            fields,
+            vec![
+                format!("{req}[0].values"),
+                format!("{req}[1].values"),
+                format!("{req}[2].operator"),
+                format!("{req}[3].values"),
+                format!("{pref}.weight"),
+                format!("{pref}.preference.matchExpressions[0].key"),
+                "spec.tolerations[0].value".into(),
+                "spec.tolerations[1].operator".into(),
+                "spec.tolerations[2].operator".into(),
+                "spec.tolerations[3].effect".into(),
+                "spec.tolerations[4].effect".into(),
+                "spec.tolerations[5].tolerationSeconds".into(),
+                "spec.topologySpreadConstraints[0].maxSkew".into(),
+                "spec.topologySpreadConstraints[0].topologyKey".into(),
+                "spec.topologySpreadConstraints[0].whenUnsatisfiable".into(),
+                "spec.topologySpreadConstraints[0].labelSelector".into(),
+            ],
+            "{errs:#?}"
+        );
+        assert_eq!(errs[2].reason, "FieldValueNotSupported");
+
+        let good = pod(json!({
+            "containers": [{"name": "a", "image": "a:1"}],
+            "affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]},
+                                          {"key": "cores", "operator": "Lt", "values": ["9"]}]}]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 50, "preference": {"matchExpressions": [{"key": "solar", "operator": "Exists"}]}}]}},
+            "tolerations": [{"operator": "Exists"},
+                            {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 60}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "site",
+                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]
+        }));
+        let p: Pod = decode_strict(good).unwrap();
+        assert_eq!(validate_pod(&p), vec![]);
+    }
+
+    #[test]
+    fn taint_rules_name_each_field() {
+        let taints: Vec<Taint> = serde_json::from_value(json!([
+            {"key": "", "effect": "NoSchedule"},
+            {"key": "k", "value": "bad value", "effect": "NoSchedule"},
+            {"key": "k", "effect": "Sometimes"},
+            {"key": "dedicated", "value": "gpu", "effect": "PreferNoSchedule"}]))
+        .unwrap();
+        let mut errs = Vec::new();
+        validate_taints(&taints, "spec", &mut errs);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.taints[0].key",
+                "spec.taints[1].value",
+                "spec.taints[2].effect"
+            ]
+        );
     }
 }
