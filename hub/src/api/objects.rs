@@ -462,11 +462,7 @@ async fn read(
 ) -> Result<Response, Error> {
     let (ns, name) = scope(rt, &params);
     let obj = get_current(&state.store, rt, ns.as_deref(), &name).await?;
-    let out = if sub == Sub::Scale {
-        scale_of(&obj)
-    } else {
-        obj
-    };
+    let out = view(sub, obj);
     Ok(axum::Json(out).into_response())
 }
 
@@ -574,6 +570,16 @@ async fn create(
         (StatusCode::CREATED, axum::Json(created)).into_response(),
         &warnings,
     ))
+}
+
+/// What a request on `sub` answers: the Scale view for `/scale`, else the
+/// object.
+fn view(sub: Sub, obj: Value) -> Value {
+    if sub == Sub::Scale {
+        scale_of(&obj)
+    } else {
+        obj
+    }
 }
 
 /// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
@@ -776,11 +782,7 @@ async fn update(
         .await
         .map_err(|e| Error::from_store(e, rt.plural, &name))?;
     let stored = deletion::remove_if_finished(&state.store, &key, stored).await?;
-    let out = if sub == Sub::Scale {
-        scale_of(&stored)
-    } else {
-        stored
-    };
+    let out = view(sub, stored);
     Ok(with_warnings(axum::Json(out).into_response(), &warnings))
 }
 
@@ -807,12 +809,8 @@ async fn patch_object(
     // unless the patch itself pins a resourceVersion.
     for _ in 0..16 {
         let current = get_current(&state.store, rt, ns.as_deref(), &name).await?;
-        let view = if sub == Sub::Scale {
-            scale_of(&current)
-        } else {
-            current.clone()
-        };
-        let mut patched = patch::apply(kind, &view, &patch_doc).map_err(|e| Error::Invalid {
+        let shown = view(sub, current.clone());
+        let mut patched = patch::apply(kind, &shown, &patch_doc).map_err(|e| Error::Invalid {
             kind: rt.kind.into(),
             name: name.clone(),
             causes: vec![FieldError::invalid("patch", e)],
@@ -830,11 +828,7 @@ async fn patch_object(
             other => {
                 let stored = other.map_err(|e| Error::from_store(e, rt.plural, &name))?;
                 let stored = deletion::remove_if_finished(&state.store, &key, stored).await?;
-                let out = if sub == Sub::Scale {
-                    scale_of(&stored)
-                } else {
-                    stored
-                };
+                let out = view(sub, stored);
                 return Ok(with_warnings(axum::Json(out).into_response(), &warnings));
             }
         }
