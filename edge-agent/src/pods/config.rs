@@ -53,11 +53,12 @@ fn kind(secret: bool) -> &'static str {
 /// valid variable names are skipped.
 pub fn env(container: &Container, data: &Data) -> Result<Vec<(String, String)>, String> {
     let mut vars: Vec<(String, String)> = Vec::new();
-    let set = |vars: &mut Vec<(String, String)>, name: String, value: String| {
-        match vars.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => vars.push((name, value)),
-        }
+    let set = |vars: &mut Vec<(String, String)>, name: String, value: String| match vars
+        .iter_mut()
+        .find(|(n, _)| *n == name)
+    {
+        Some(slot) => slot.1 = value,
+        None => vars.push((name, value)),
     };
     for from in &container.env_from {
         let (secret, r) = match (&from.config_map_ref, &from.secret_ref) {
@@ -178,7 +179,9 @@ pub fn project(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> io::Result<()> 
         // Paths were validated by the hub; check again, they came over the network.
         if path.is_empty()
             || path.starts_with('/')
-            || path.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+            || path
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
         {
             continue;
         }
@@ -262,7 +265,14 @@ mod tests {
             ]
         );
         let mut c2 = c.clone();
-        c2.env[0].value_from.as_mut().unwrap().config_map_key_ref.as_mut().unwrap().key = "x".into();
+        c2.env[0]
+            .value_from
+            .as_mut()
+            .unwrap()
+            .config_map_key_ref
+            .as_mut()
+            .unwrap()
+            .key = "x".into();
         let e = env(&c2, &data()).unwrap_err();
         assert!(e.contains("key x") && e.contains("\"app\""), "{e}");
         let e = env(&c, &Data::default()).unwrap_err();

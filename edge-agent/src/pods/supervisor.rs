@@ -218,7 +218,11 @@ impl Supervisor {
         pod.desired.config_maps = desired.config_maps.clone();
         pod.desired.secrets = desired.secrets.clone();
         let volumes = self.shared.settings.volumes.clone();
-        let (uid, spec, d) = (pod.desired.uid.clone(), pod.desired.spec.clone(), data.clone());
+        let (uid, spec, d) = (
+            pod.desired.uid.clone(),
+            pod.desired.spec.clone(),
+            data.clone(),
+        );
         let _ = tokio::task::spawn_blocking(move || volumes.refresh(&uid, &spec, &d)).await;
         pod.data.send_replace(data);
     }

@@ -359,7 +359,9 @@ mod tests {
                 "volumeMounts": [{"name": "cache", "mountPath": "/cache", "readOnly": true}]}]
         }))
         .unwrap();
-        let mounts = v.mounts("uid-1", &spec, &spec.containers[0], &Data::default()).unwrap();
+        let mounts = v
+            .mounts("uid-1", &spec, &spec.containers[0], &Data::default())
+            .unwrap();
         assert_eq!(mounts.len(), 1);
         assert_eq!(mounts[0].host, tmp.path().join("volumes/uid-1/cache"));
         assert_eq!(mounts[0].guest, "/cache");
@@ -367,10 +369,14 @@ mod tests {
         assert!(mounts[0].host.is_dir());
         fs::write(mounts[0].host.join("f"), vec![1u8; 10_000]).unwrap();
         assert!(disk_usage(&mounts[0].host).unwrap() >= 10_000);
-        v.mounts("uid-2", &spec, &spec.containers[0], &Data::default()).unwrap();
+        v.mounts("uid-2", &spec, &spec.containers[0], &Data::default())
+            .unwrap();
 
         // A uid from the network is never a path.
-        assert!(v.mounts("../x", &spec, &spec.containers[0], &Data::default()).is_err());
+        assert!(
+            v.mounts("../x", &spec, &spec.containers[0], &Data::default())
+                .is_err()
+        );
 
         v.retain(&BTreeSet::from(["uid-2".to_string()]));
         assert!(!tmp.path().join("volumes/uid-1").exists());

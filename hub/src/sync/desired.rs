@@ -145,7 +145,11 @@ fn config_refs(pod: &Value) -> BTreeSet<String> {
     spec.config_refs()
         .into_iter()
         .map(|(secret, name)| {
-            crate::store::key(if secret { "secrets" } else { "configmaps" }, Some(ns), &name)
+            crate::store::key(
+                if secret { "secrets" } else { "configmaps" },
+                Some(ns),
+                &name,
+            )
         })
         .collect()
 }
@@ -199,6 +203,34 @@ mod tests {
         assert_eq!(t.revision("pi"), 16);
         // Other nodes are untouched.
         assert_eq!(t.revision("other"), 10);
+    }
+
+    #[test]
+    fn a_config_map_change_bumps_only_nodes_whose_pods_name_it() {
+        let mut t = Tracker::new(&[], 10);
+        let mut uses = pod(Some("pi"), 1, false);
+        uses["spec"]["volumes"] = json!([{"name": "c", "configMap": {"name": "app"}}]);
+        t.apply("pods/default/a", Some(&uses), 11);
+        let mut other = pod(Some("other"), 1, false);
+        other["metadata"]["name"] = json!("b");
+        other["spec"]["containers"] = json!([{"name": "m", "image": "x:1", "env": [
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}]}]);
+        t.apply("pods/default/b", Some(&other), 12);
+
+        assert_eq!(
+            t.touch("configmaps/default/app", 13),
+            HashSet::from(["pi".to_string()])
+        );
+        assert_eq!(t.revision("pi"), 13);
+        assert_eq!(t.revision("other"), 12);
+        // Same name in another namespace, or a Secret of that name: nobody.
+        assert!(t.touch("configmaps/prod/app", 14).is_empty());
+        assert!(t.touch("secrets/default/app", 15).is_empty());
+        assert_eq!(
+            t.touch("secrets/default/creds", 16),
+            HashSet::from(["other".to_string()])
+        );
+        assert_eq!(t.revision("pi"), 13);
     }
 
     #[test]

@@ -372,7 +372,11 @@ impl Worker {
         let mut secrets = std::collections::BTreeMap::new();
         for (secret, name) in spec.config_refs() {
             let plural = if secret { "secrets" } else { "configmaps" };
-            let object = match self.store.get(&store::key(plural, Some(&namespace), &name)).await {
+            let object = match self
+                .store
+                .get(&store::key(plural, Some(&namespace), &name))
+                .await
+            {
                 Ok(Some(o)) => o,
                 Ok(None) => continue,
                 Err(e) => {

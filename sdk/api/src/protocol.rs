@@ -105,7 +105,14 @@ pub struct ConfigData {
 impl std::fmt::Debug for ConfigData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigData")
-            .field("keys", &self.data.keys().chain(self.binary_data.keys()).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self
+                    .data
+                    .keys()
+                    .chain(self.binary_data.keys())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -318,7 +318,9 @@ fn validate_config_volume(
         let bad = path.is_empty()
             || path.starts_with('/')
             || path.contains('\0')
-            || path.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+            || path
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..");
         if bad {
             errs.push(FieldError::invalid(
                 format!("{at}.items[{j}].path"),
@@ -353,23 +355,24 @@ pub fn validate_env_sources(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>
                     "may not be specified when `valueFrom` is not empty",
                 ));
             }
-            let selector = match (&from.config_map_key_ref, &from.secret_key_ref) {
-                (Some(r), None) => Some(("configMapKeyRef", r)),
-                (None, Some(r)) => Some(("secretKeyRef", r)),
-                (None, None) => {
-                    errs.push(FieldError::required(field.clone()).with_message(
-                        "must specify one of: `configMapKeyRef` or `secretKeyRef`",
-                    ));
-                    None
-                }
-                (Some(_), Some(_)) => {
-                    errs.push(FieldError::invalid(
-                        field.clone(),
-                        "may not have more than one field specified at a time",
-                    ));
-                    None
-                }
-            };
+            let selector =
+                match (&from.config_map_key_ref, &from.secret_key_ref) {
+                    (Some(r), None) => Some(("configMapKeyRef", r)),
+                    (None, Some(r)) => Some(("secretKeyRef", r)),
+                    (None, None) => {
+                        errs.push(FieldError::required(field.clone()).with_message(
+                            "must specify one of: `configMapKeyRef` or `secretKeyRef`",
+                        ));
+                        None
+                    }
+                    (Some(_), Some(_)) => {
+                        errs.push(FieldError::invalid(
+                            field.clone(),
+                            "may not have more than one field specified at a time",
+                        ));
+                        None
+                    }
+                };
             if let Some((which, r)) = selector {
                 check_name(&r.name, format!("{field}.{which}.name"), errs);
                 if let Err(m) = config_key(&r.key) {
@@ -445,9 +448,11 @@ pub fn validate_volumes(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
         ];
         let set: Vec<&str> = sources.iter().filter(|s| s.1).map(|s| s.0).collect();
         match set.as_slice() {
-            [] => errs.push(FieldError::required(format!("{at}.volumes[{i}]")).with_message(
-                "must specify a volume type: emptyDir, hostPath, configMap or secret",
-            )),
+            [] => errs.push(
+                FieldError::required(format!("{at}.volumes[{i}]")).with_message(
+                    "must specify a volume type: emptyDir, hostPath, configMap or secret",
+                ),
+            ),
             [_] => {}
             [.., last] => errs.push(FieldError::new(
                 field(last),
@@ -537,6 +542,34 @@ mod tests {
 
     fn pod(spec: serde_json::Value) -> serde_json::Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec})
+    }
+
+    #[test]
+    fn config_sources_are_checked_with_their_field_paths() {
+        let v = pod(json!({
+            "volumes": [
+                {"name": "a", "configMap": {"name": "", "items": [{"key": "k", "path": "../x"}]}},
+                {"name": "b", "secret": {"secretName": "s"}, "emptyDir": {}}
+            ],
+            "containers": [{"name": "c", "image": "x:1",
+                "env": [
+                    {"name": "A", "valueFrom": {}},
+                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "bad key"}}}
+                ],
+                "envFrom": [{"prefix": "P_"}]}]
+        }));
+        let pod: Pod = decode_strict(v).unwrap();
+        let fields: Vec<String> = validate_pod(&pod).into_iter().map(|e| e.field).collect();
+        for want in [
+            "spec.volumes[0].configMap.name",
+            "spec.volumes[0].configMap.items[0].path",
+            "spec.volumes[1].secret",
+            "spec.containers[0].env[0].valueFrom",
+            "spec.containers[0].env[1].valueFrom.secretKeyRef.key",
+            "spec.containers[0].envFrom[0]",
+        ] {
+            assert!(fields.iter().any(|f| f == want), "{want} not in {fields:?}");
+        }
     }
 
     #[test]
