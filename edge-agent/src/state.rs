@@ -140,6 +140,8 @@ mod tests {
                 ..Default::default()
             },
             deleting: false,
+            config_maps: Default::default(),
+            secrets: Default::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Pods on this node: the pure lifecycle, the supervisor around it, status shapes, logs and volumes.
 
+pub mod config;
 pub mod lifecycle;
 pub mod logs;
 pub mod status;

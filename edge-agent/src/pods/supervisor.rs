@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime};
 use spoke_api::core::Container as SpecContainer;
 use spoke_api::module::ImageRef;
 use spoke_api::protocol::{DesiredPod, MAX_MESSAGE_BYTES, PodReport};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::config::{self, Data};
 use super::lifecycle::{self, Backoff, Container, Effect, Observation, RestartPolicy, Termination};
 use super::logs::{PodLog, message_of};
 use super::status::pod_status;
@@ -74,6 +75,9 @@ struct Record {
 
 struct Pod {
     desired: DesiredPod,
+    /// The ConfigMap/Secret data the pod's containers read; replaced when
+    /// the hub sends new data for the same pod generation.
+    data: Arc<watch::Sender<Data>>,
     record: Arc<Mutex<Record>>,
     log: Arc<PodLog>,
     task: JoinHandle<()>,
@@ -149,6 +153,9 @@ impl Supervisor {
                 }
             };
             if keep {
+                if let (Some(pod), Some(d)) = (pods.get_mut(&key), wanted.get(&key)) {
+                    self.update_data(pod, d).await;
+                }
                 continue;
             }
             if let Some(pod) = pods.remove(&key) {
@@ -198,6 +205,28 @@ impl Supervisor {
         let _ = tokio::task::spawn_blocking(move || volumes.retain(&keep)).await;
     }
 
+    /// New ConfigMap/Secret data for a running pod: mounted files are
+    /// rewritten in place and the containers see it without a restart; a
+    /// container waiting for a missing object tries again at once. Env
+    /// values change only when a container restarts, as in Kubernetes.
+    async fn update_data(&self, pod: &mut Pod, desired: &DesiredPod) {
+        let data = Data::of(desired);
+        if *pod.data.borrow() == data {
+            return;
+        }
+        tracing::info!(pod = %desired.key(), "configMap/secret data changed");
+        pod.desired.config_maps = desired.config_maps.clone();
+        pod.desired.secrets = desired.secrets.clone();
+        let volumes = self.shared.settings.volumes.clone();
+        let (uid, spec, d) = (
+            pod.desired.uid.clone(),
+            pod.desired.spec.clone(),
+            data.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || volumes.refresh(&uid, &spec, &d)).await;
+        pod.data.send_replace(data);
+    }
+
     fn send_gone(&self, mut report: PodReport) {
         report.gone = true;
         let _ = self.shared.changes.send(Change::Gone(report));
@@ -231,8 +260,10 @@ impl Supervisor {
             report,
             evicted: None,
         }));
+        let data = Arc::new(watch::Sender::new(Data::of(&desired)));
         let ctx = Arc::new(PodCtx {
             shared: self.shared.clone(),
+            data: data.clone(),
             desired: desired.clone(),
             record: record.clone(),
             log: log.clone(),
@@ -242,6 +273,7 @@ impl Supervisor {
         let task = tokio::spawn(run_pod(ctx));
         Ok(Pod {
             desired,
+            data,
             record,
             log,
             task,
@@ -327,6 +359,7 @@ async fn stop(key: &str, pod: Pod) {
 
 struct PodCtx {
     shared: Arc<Shared>,
+    data: Arc<watch::Sender<Data>>,
     desired: DesiredPod,
     record: Arc<Mutex<Record>>,
     log: Arc<PodLog>,
@@ -532,17 +565,23 @@ impl PodCtx {
             return Ok(Vec::new());
         }
         let volumes = self.shared.settings.volumes.clone();
-        let (uid, pod, container) = (
+        let (uid, pod, container, data) = (
             self.desired.uid.clone(),
             self.desired.spec.clone(),
             spec.clone(),
+            self.data.borrow().clone(),
         );
-        tokio::task::spawn_blocking(move || volumes.mounts(&uid, &pod, &container))
+        tokio::task::spawn_blocking(move || volumes.mounts(&uid, &pod, &container, &data))
             .await
             .map_err(|e| e.to_string())?
     }
 
-    fn run_spec(&self, spec: &SpecContainer, mounts: Vec<runtime::Mount>) -> RunSpec {
+    fn run_spec(
+        &self,
+        spec: &SpecContainer,
+        env: Vec<(String, String)>,
+        mounts: Vec<runtime::Mount>,
+    ) -> RunSpec {
         let mut argv = if spec.command.is_empty() {
             vec![spec.name.clone()]
         } else {
@@ -551,11 +590,7 @@ impl PodCtx {
         argv.extend(spec.args.iter().cloned());
         RunSpec {
             argv,
-            env: spec
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
+            env,
             memory_limit: spec
                 .resources
                 .limits
@@ -605,10 +640,15 @@ async fn run_container(ctx: Arc<PodCtx>, i: usize) {
                     effect = Effect::Pull;
                     continue;
                 };
-                let mounts = match ctx.mounts(&spec).await {
+                let env = config::env(&spec, &ctx.data.borrow());
+                let mounts = match env {
+                    Ok(env) => ctx.mounts(&spec).await.map(|m| (env, m)),
+                    Err(message) => Err(message),
+                };
+                let (env, mounts) = match mounts {
                     Ok(m) => m,
                     Err(message) => {
-                        tracing::warn!(container = %who, %message, "cannot set up the container's volumes");
+                        tracing::warn!(container = %who, %message, "cannot set up the container's configuration");
                         (container, effect) = container.step(
                             Observation::ConfigFailed { message },
                             ctx.policy,
@@ -628,14 +668,28 @@ async fn run_container(ctx: Arc<PodCtx>, i: usize) {
                 let outcome = ctx
                     .shared
                     .runtime
-                    .run(&l, ctx.run_spec(&spec, mounts))
+                    .run(&l, ctx.run_spec(&spec, env, mounts))
                     .await;
                 let termination = termination(outcome, started_at, SystemTime::now());
                 tracing::info!(container = %who, exit_code = termination.exit_code, reason = termination.reason, "instance ended");
                 Observation::Exited(termination)
             }
             Effect::Sleep(d) => {
-                tokio::time::sleep(d).await;
+                // Waiting for a missing ConfigMap/Secret: try again as soon
+                // as the hub sends new data, not only after the back-off.
+                let config_wait = matches!(
+                    container.state,
+                    lifecycle::State::Waiting {
+                        reason: lifecycle::WaitReason::CreateContainerConfigError,
+                        ..
+                    }
+                );
+                let mut changed = ctx.data.subscribe();
+                changed.mark_unchanged();
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    Ok(()) = changed.changed(), if config_wait => {}
+                }
                 Observation::BackoffElapsed
             }
             Effect::Idle => std::future::pending().await,

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use spoke_api::core::{Container as SpecContainer, PodSpec};
 
+use super::config::{self, Data};
 use crate::runtime::Mount;
 
 /// How often the disk usage of size-limited `emptyDir`s is measured.
@@ -75,6 +76,7 @@ impl Volumes {
         uid: &str,
         spec: &PodSpec,
         container: &SpecContainer,
+        data: &Data,
     ) -> Result<Vec<Mount>, String> {
         let mut mounts = Vec::with_capacity(container.volume_mounts.len());
         for m in &container.volume_mounts {
@@ -83,7 +85,16 @@ impl Volumes {
                 .iter()
                 .find(|v| v.name == m.name)
                 .ok_or_else(|| format!("volumeMount \"{}\": no volume of that name", m.name))?;
-            let host = if volume.empty_dir.is_some() {
+            let mut read_only = m.read_only;
+            let host = if let Some(files) = config::files(volume, data)? {
+                // configMap and secret volumes: read-only to the guest.
+                read_only = true;
+                let dir = self.volume_dir(uid, &volume.name)?;
+                config::project(&dir, &files).map_err(|e| {
+                    format!("volume \"{}\": cannot write its files: {e}", volume.name)
+                })?;
+                dir
+            } else if volume.empty_dir.is_some() {
                 let dir = self
                     .empty_dir(uid, &volume.name)
                     .filter(|_| spoke_api::validation::dns1123_label(&volume.name).is_ok())
@@ -108,10 +119,42 @@ impl Volumes {
             mounts.push(Mount {
                 host,
                 guest: m.mount_path.clone(),
-                read_only: m.read_only,
+                read_only,
             });
         }
         Ok(mounts)
+    }
+
+    fn volume_dir(&self, uid: &str, name: &str) -> Result<PathBuf, String> {
+        self.empty_dir(uid, name)
+            .filter(|_| spoke_api::validation::dns1123_label(name).is_ok())
+            .ok_or_else(|| format!("volume \"{name}\": bad pod uid or volume name"))
+    }
+
+    /// Rewrites the files of the pod's `configMap`/`secret` volumes that are
+    /// already set up, after the hub sent new data: in place, without
+    /// restarting anything. A volume whose object is now missing keeps its
+    /// last files. Blocking IO.
+    pub fn refresh(&self, uid: &str, spec: &PodSpec, data: &Data) {
+        for volume in &spec.volumes {
+            let Ok(dir) = self.volume_dir(uid, &volume.name) else {
+                continue;
+            };
+            if !dir.is_dir() {
+                continue;
+            }
+            match config::files(volume, data) {
+                Ok(Some(files)) => {
+                    if let Err(e) = config::project(&dir, &files) {
+                        tracing::warn!(volume = %volume.name, error = %e, "cannot update volume files");
+                    }
+                }
+                Ok(None) => {}
+                Err(message) => {
+                    tracing::warn!(%message, "volume keeps its last files")
+                }
+            }
+        }
     }
 
     /// Removes the `emptyDir`s of every pod whose uid is not in `keep`.
@@ -316,7 +359,9 @@ mod tests {
                 "volumeMounts": [{"name": "cache", "mountPath": "/cache", "readOnly": true}]}]
         }))
         .unwrap();
-        let mounts = v.mounts("uid-1", &spec, &spec.containers[0]).unwrap();
+        let mounts = v
+            .mounts("uid-1", &spec, &spec.containers[0], &Data::default())
+            .unwrap();
         assert_eq!(mounts.len(), 1);
         assert_eq!(mounts[0].host, tmp.path().join("volumes/uid-1/cache"));
         assert_eq!(mounts[0].guest, "/cache");
@@ -324,10 +369,14 @@ mod tests {
         assert!(mounts[0].host.is_dir());
         fs::write(mounts[0].host.join("f"), vec![1u8; 10_000]).unwrap();
         assert!(disk_usage(&mounts[0].host).unwrap() >= 10_000);
-        v.mounts("uid-2", &spec, &spec.containers[0]).unwrap();
+        v.mounts("uid-2", &spec, &spec.containers[0], &Data::default())
+            .unwrap();
 
         // A uid from the network is never a path.
-        assert!(v.mounts("../x", &spec, &spec.containers[0]).is_err());
+        assert!(
+            v.mounts("../x", &spec, &spec.containers[0], &Data::default())
+                .is_err()
+        );
 
         v.retain(&BTreeSet::from(["uid-2".to_string()]));
         assert!(!tmp.path().join("volumes/uid-1").exists());

@@ -472,6 +472,8 @@ mod tests {
                 ..Default::default()
             },
             deleting: false,
+            config_maps: Default::default(),
+            secrets: Default::default(),
         }
     }
 

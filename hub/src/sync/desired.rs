@@ -6,7 +6,7 @@
 //! so an agent's own reports never make the hub resend its desired state.
 //! This is pure bookkeeping: no IO, fed by store events.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -17,6 +17,8 @@ struct Entry {
     uid: String,
     generation: i64,
     deleting: bool,
+    /// Store keys of the ConfigMaps and Secrets the pod's spec names.
+    refs: BTreeSet<String>,
 }
 
 impl Entry {
@@ -33,6 +35,7 @@ impl Entry {
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
             deleting: pod.pointer("/metadata/deletionTimestamp").is_some(),
+            refs: config_refs(pod),
         })
     }
 }
@@ -109,6 +112,46 @@ impl Tracker {
         }
         changed
     }
+
+    /// A ConfigMap or Secret (store key `key`) was written or removed at
+    /// `revision`: bumps every node running a pod that names it, and only
+    /// those. Returns them.
+    pub fn touch(&mut self, key: &str, revision: u64) -> HashSet<String> {
+        let changed: HashSet<String> = self
+            .pods
+            .values()
+            .filter(|e| e.refs.contains(key))
+            .map(|e| e.node.clone())
+            .collect();
+        for node in &changed {
+            let rev = revision.max(self.revision(node) + 1);
+            self.revisions.insert(node.clone(), rev);
+        }
+        changed
+    }
+}
+
+/// Store keys of the ConfigMaps and Secrets a pod's spec names.
+fn config_refs(pod: &Value) -> BTreeSet<String> {
+    let Some(ns) = pod.pointer("/metadata/namespace").and_then(Value::as_str) else {
+        return BTreeSet::new();
+    };
+    let Some(spec) = pod
+        .get("spec")
+        .and_then(|s| serde_json::from_value::<spoke_api::core::PodSpec>(s.clone()).ok())
+    else {
+        return BTreeSet::new();
+    };
+    spec.config_refs()
+        .into_iter()
+        .map(|(secret, name)| {
+            crate::store::key(
+                if secret { "secrets" } else { "configmaps" },
+                Some(ns),
+                &name,
+            )
+        })
+        .collect()
 }
 
 fn pod_key(pod: &Value) -> Option<String> {
@@ -160,6 +203,34 @@ mod tests {
         assert_eq!(t.revision("pi"), 16);
         // Other nodes are untouched.
         assert_eq!(t.revision("other"), 10);
+    }
+
+    #[test]
+    fn a_config_map_change_bumps_only_nodes_whose_pods_name_it() {
+        let mut t = Tracker::new(&[], 10);
+        let mut uses = pod(Some("pi"), 1, false);
+        uses["spec"]["volumes"] = json!([{"name": "c", "configMap": {"name": "app"}}]);
+        t.apply("pods/default/a", Some(&uses), 11);
+        let mut other = pod(Some("other"), 1, false);
+        other["metadata"]["name"] = json!("b");
+        other["spec"]["containers"] = json!([{"name": "m", "image": "x:1", "env": [
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}]}]);
+        t.apply("pods/default/b", Some(&other), 12);
+
+        assert_eq!(
+            t.touch("configmaps/default/app", 13),
+            HashSet::from(["pi".to_string()])
+        );
+        assert_eq!(t.revision("pi"), 13);
+        assert_eq!(t.revision("other"), 12);
+        // Same name in another namespace, or a Secret of that name: nobody.
+        assert!(t.touch("configmaps/prod/app", 14).is_empty());
+        assert!(t.touch("secrets/default/app", 15).is_empty());
+        assert_eq!(
+            t.touch("secrets/default/creds", 16),
+            HashSet::from(["other".to_string()])
+        );
+        assert_eq!(t.revision("pi"), 13);
     }
 
     #[test]

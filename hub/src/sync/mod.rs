@@ -308,6 +308,15 @@ impl Worker {
     }
 
     fn on_store_event(&mut self, e: store::Event) {
+        if e.key.starts_with("configmaps/") || e.key.starts_with("secrets/") {
+            // Resent to the nodes of the pods that use it, and only to them.
+            let changed = self.tracker.touch(&e.key, e.revision);
+            if self.dirty.is_empty() && !changed.is_empty() {
+                self.dirty_since = tokio::time::Instant::now();
+            }
+            self.dirty.extend(changed);
+            return;
+        }
         if !e.key.starts_with("pods/") {
             return;
         }
@@ -336,28 +345,79 @@ impl Worker {
                 return;
             }
         };
-        let pods: Vec<DesiredPod> = pods
+        let mut desired = Vec::new();
+        for p in pods
             .iter()
             .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
-            .filter_map(|p| {
-                Some(DesiredPod {
-                    namespace: p.pointer("/metadata/namespace")?.as_str()?.to_string(),
-                    name: p.pointer("/metadata/name")?.as_str()?.to_string(),
-                    uid: p.pointer("/metadata/uid")?.as_str()?.to_string(),
-                    generation: p
-                        .pointer("/metadata/generation")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(1),
-                    spec: serde_json::from_value(p.get("spec")?.clone()).ok()?,
-                    deleting: p.pointer("/metadata/deletionTimestamp").is_some(),
-                })
-            })
-            .collect();
+        {
+            if let Some(d) = self.desired_pod(p).await {
+                desired.push(d);
+            }
+        }
+        let pods = desired;
         tracing::debug!(node, revision, pods = pods.len(), "sending desired state");
         self.publish_down(node, &Down::Desired { revision, pods })
             .await;
         self.annotate_node(node, annotations::DESIRED_REVISION, revision)
             .await;
+    }
+
+    /// What the agent needs of one pod, with the ConfigMaps and Secrets
+    /// its spec names (those that exist) resolved from the store, so that a
+    /// board never reads other objects.
+    async fn desired_pod(&self, p: &Value) -> Option<DesiredPod> {
+        let namespace = p.pointer("/metadata/namespace")?.as_str()?.to_string();
+        let spec: spoke_api::core::PodSpec = serde_json::from_value(p.get("spec")?.clone()).ok()?;
+        let mut config_maps = std::collections::BTreeMap::new();
+        let mut secrets = std::collections::BTreeMap::new();
+        for (secret, name) in spec.config_refs() {
+            let plural = if secret { "secrets" } else { "configmaps" };
+            let object = match self
+                .store
+                .get(&store::key(plural, Some(&namespace), &name))
+                .await
+            {
+                Ok(Some(o)) => o,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, plural, name, "cannot read an object a pod references");
+                    continue;
+                }
+            };
+            let map = |field: &str| -> std::collections::BTreeMap<String, String> {
+                object
+                    .get(field)
+                    .cloned()
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default()
+            };
+            if secret {
+                let data = protocol::ConfigData {
+                    data: Default::default(),
+                    binary_data: map("data"),
+                };
+                secrets.insert(name, data);
+            } else {
+                let data = protocol::ConfigData {
+                    data: map("data"),
+                    binary_data: map("binaryData"),
+                };
+                config_maps.insert(name, data);
+            }
+        }
+        Some(DesiredPod {
+            namespace,
+            name: p.pointer("/metadata/name")?.as_str()?.to_string(),
+            uid: p.pointer("/metadata/uid")?.as_str()?.to_string(),
+            generation: p
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1),
+            spec,
+            deleting: p.pointer("/metadata/deletionTimestamp").is_some(),
+            config_maps,
+            secrets,
+        })
     }
 
     async fn publish_down(&self, node: &str, msg: &Down) {

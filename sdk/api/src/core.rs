@@ -236,6 +236,63 @@ pub struct Volume {
     pub empty_dir: Option<EmptyDirVolumeSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathVolumeSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+}
+
+/// The keys of a ConfigMap in the pod's namespace as read-only files, one
+/// per key (or per `items` entry). Updated in place when the ConfigMap
+/// changes, without restarting the pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapVolumeSource {
+    #[serde(default)]
+    pub name: String,
+    /// Only these keys, at these paths; every key when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyToPath>,
+    /// A missing ConfigMap (or key) gives an empty directory instead of an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    /// Accepted for compatibility and ignored: WASI has no file modes, and
+    /// the guest can only read the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_mode: Option<i32>,
+}
+
+/// The keys of a Secret in the pod's namespace as read-only files (see
+/// [`ConfigMapVolumeSource`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVolumeSource {
+    #[serde(default)]
+    pub secret_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyToPath>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    /// Accepted and ignored, as for [`ConfigMapVolumeSource::default_mode`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_mode: Option<i32>,
+}
+
+/// One key of a ConfigMap or Secret and the relative path of its file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeyToPath {
+    #[serde(default)]
+    pub key: String,
+    /// Relative, without `..`; may contain `/`.
+    #[serde(default)]
+    pub path: String,
+    /// Accepted and ignored (see `defaultMode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<i32>,
 }
 
 /// A directory that starts empty when the pod starts on a node, is shared by
@@ -306,9 +363,14 @@ pub struct Container {
     pub ports: Vec<ContainerPort>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// Every key of a ConfigMap or Secret as an environment variable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
 }
 
-/// An environment variable with a literal value.
+/// An environment variable: a literal `value`, or `valueFrom` a key of a
+/// ConfigMap or Secret in the pod's namespace (read when the container
+/// starts; a later change shows only after a restart, as in Kubernetes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
@@ -316,6 +378,95 @@ pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+/// Where an environment variable's value comes from. Exactly one is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeySelector>,
+}
+
+/// One key of a named ConfigMap or Secret.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeySelector {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub key: String,
+    /// A missing object or key leaves the variable unset instead of
+    /// keeping the container from starting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// All keys of a ConfigMap or Secret as environment variables, each name
+/// prefixed with `prefix`. Exactly one of the two refs is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFromSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<ObjectRef>,
+}
+
+/// A ConfigMap or Secret by name, in the pod's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+impl PodSpec {
+    /// The ConfigMaps (`false`) and Secrets (`true`) this spec names, by name.
+    pub fn config_refs(&self) -> std::collections::BTreeSet<(bool, String)> {
+        let mut refs = std::collections::BTreeSet::new();
+        for c in &self.containers {
+            for e in &c.env {
+                if let Some(f) = &e.value_from {
+                    if let Some(r) = &f.config_map_key_ref {
+                        refs.insert((false, r.name.clone()));
+                    }
+                    if let Some(r) = &f.secret_key_ref {
+                        refs.insert((true, r.name.clone()));
+                    }
+                }
+            }
+            for e in &c.env_from {
+                if let Some(r) = &e.config_map_ref {
+                    refs.insert((false, r.name.clone()));
+                }
+                if let Some(r) = &e.secret_ref {
+                    refs.insert((true, r.name.clone()));
+                }
+            }
+        }
+        for v in &self.volumes {
+            if let Some(c) = &v.config_map {
+                refs.insert((false, c.name.clone()));
+            }
+            if let Some(s) = &v.secret {
+                refs.insert((true, s.secret_name.clone()));
+            }
+        }
+        refs
+    }
 }
 
 /// A port the container listens on.

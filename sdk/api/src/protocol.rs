@@ -12,6 +12,8 @@
 //! that (re)connects says which desired-state revision it has applied
 //! ([`Up::Hello`]) and the hub answers with what it needs ([`Down`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::core::{PodSpec, PodStatus};
@@ -79,6 +81,61 @@ pub struct DesiredPod {
     /// Set when the pod is being deleted: stop it, then report it gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// The ConfigMaps of the pod's namespace that its spec names and that
+    /// exist, by name. A name missing here does not exist on the hub.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_maps: BTreeMap<String, ConfigData>,
+    /// The same for Secrets. Their values must never be logged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, ConfigData>,
+}
+
+/// The keys of one ConfigMap or Secret as the agent needs them: UTF-8
+/// values as text (a ConfigMap's `data`), others base64 (its `binaryData`,
+/// and all of a Secret's `data`, as stored). Debug output hides the values.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigData {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub binary_data: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ConfigData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigData")
+            .field(
+                "keys",
+                &self
+                    .data
+                    .keys()
+                    .chain(self.binary_data.keys())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ConfigData {
+    /// The bytes of `key`, if the object has it (and its base64 is valid).
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        if let Some(v) = self.data.get(key) {
+            return Some(v.clone().into_bytes());
+        }
+        let v = self.binary_data.get(key)?;
+        base64::engine::general_purpose::STANDARD.decode(v).ok()
+    }
+
+    /// Every key with its bytes, in key order.
+    pub fn entries(&self) -> BTreeMap<String, Vec<u8>> {
+        self.data
+            .keys()
+            .chain(self.binary_data.keys())
+            .filter_map(|k| Some((k.clone(), self.get(k)?)))
+            .collect()
+    }
 }
 
 impl DesiredPod {

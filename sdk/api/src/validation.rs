@@ -280,6 +280,133 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
     validate_affinity(spec, at, errs);
     validate_tolerations(spec, at, errs);
     validate_topology_spread(spec, at, errs);
+    validate_env_sources(spec, at, errs);
+}
+
+/// A ConfigMap or Secret key: alphanumerics, `-`, `_`, `.`, not `.`/`..`.
+fn config_key(key: &str) -> Result<(), &'static str> {
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err("a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
+    }
+}
+
+/// Checks the object name and `items` of a `configMap`/`secret` volume at `at`.
+fn validate_config_volume(
+    name: &str,
+    items: &[crate::core::KeyToPath],
+    at: &str,
+    name_field: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    if name.is_empty() {
+        errs.push(FieldError::required(format!("{at}.{name_field}")));
+    } else if let Err(m) = dns1123_subdomain(name) {
+        errs.push(FieldError::invalid(format!("{at}.{name_field}"), m));
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    for (j, item) in items.iter().enumerate() {
+        if let Err(m) = config_key(&item.key) {
+            errs.push(FieldError::invalid(format!("{at}.items[{j}].key"), m));
+        }
+        let path = &item.path;
+        let bad = path.is_empty()
+            || path.starts_with('/')
+            || path.contains('\0')
+            || path
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..");
+        if bad {
+            errs.push(FieldError::invalid(
+                format!("{at}.items[{j}].path"),
+                "must be a relative path without empty, '.' or '..' components",
+            ));
+        } else if !paths.insert(path.as_str()) {
+            errs.push(FieldError::new(
+                format!("{at}.items[{j}].path"),
+                "FieldValueDuplicate",
+                format!("Duplicate value: \"{path}\""),
+            ));
+        }
+    }
+}
+
+/// Checks `env[].valueFrom` and `envFrom` of every container of the pod spec at `at`.
+pub fn validate_env_sources(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
+    let check_name = |name: &str, field: String, errs: &mut Vec<FieldError>| {
+        if name.is_empty() {
+            errs.push(FieldError::required(field));
+        } else if let Err(m) = dns1123_subdomain(name) {
+            errs.push(FieldError::invalid(field, m));
+        }
+    };
+    for (i, c) in spec.containers.iter().enumerate() {
+        for (j, e) in c.env.iter().enumerate() {
+            let Some(from) = &e.value_from else { continue };
+            let field = format!("{at}.containers[{i}].env[{j}].valueFrom");
+            if !e.value.is_empty() {
+                errs.push(FieldError::invalid(
+                    format!("{at}.containers[{i}].env[{j}].value"),
+                    "may not be specified when `valueFrom` is not empty",
+                ));
+            }
+            let selector =
+                match (&from.config_map_key_ref, &from.secret_key_ref) {
+                    (Some(r), None) => Some(("configMapKeyRef", r)),
+                    (None, Some(r)) => Some(("secretKeyRef", r)),
+                    (None, None) => {
+                        errs.push(FieldError::required(field.clone()).with_message(
+                            "must specify one of: `configMapKeyRef` or `secretKeyRef`",
+                        ));
+                        None
+                    }
+                    (Some(_), Some(_)) => {
+                        errs.push(FieldError::invalid(
+                            field.clone(),
+                            "may not have more than one field specified at a time",
+                        ));
+                        None
+                    }
+                };
+            if let Some((which, r)) = selector {
+                check_name(&r.name, format!("{field}.{which}.name"), errs);
+                if let Err(m) = config_key(&r.key) {
+                    errs.push(FieldError::invalid(format!("{field}.{which}.key"), m));
+                }
+            }
+        }
+        for (j, e) in c.env_from.iter().enumerate() {
+            let field = format!("{at}.containers[{i}].envFrom[{j}]");
+            match (&e.config_map_ref, &e.secret_ref) {
+                (Some(r), None) => check_name(&r.name, format!("{field}.configMapRef.name"), errs),
+                (None, Some(r)) => check_name(&r.name, format!("{field}.secretRef.name"), errs),
+                (None, None) => errs.push(
+                    FieldError::required(field)
+                        .with_message("must specify one of: `configMapRef` or `secretRef`"),
+                ),
+                (Some(_), Some(_)) => errs.push(FieldError::invalid(
+                    field,
+                    "may not have more than one field specified at a time",
+                )),
+            }
+            if let Some(p) = &e.prefix
+                && (p.contains('=') || p.contains('\0'))
+            {
+                errs.push(FieldError::invalid(
+                    format!("{at}.containers[{i}].envFrom[{j}].prefix"),
+                    "must contain no '=' or NUL",
+                ));
+            }
+        }
+    }
 }
 
 fn not_supported(field: String, got: &str, allowed: &[&str]) -> FieldError {
@@ -488,17 +615,37 @@ pub fn validate_volumes(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
                 format!("Duplicate value: \"{}\"", v.name),
             ));
         }
-        match (&v.empty_dir, &v.host_path) {
-            (None, None) => errs.push(
-                FieldError::required(format!("{at}.volumes[{i}]"))
-                    .with_message("must specify a volume type: emptyDir or hostPath"),
+        let sources = [
+            ("emptyDir", v.empty_dir.is_some()),
+            ("hostPath", v.host_path.is_some()),
+            ("configMap", v.config_map.is_some()),
+            ("secret", v.secret.is_some()),
+        ];
+        let set: Vec<&str> = sources.iter().filter(|s| s.1).map(|s| s.0).collect();
+        match set.as_slice() {
+            [] => errs.push(
+                FieldError::required(format!("{at}.volumes[{i}]")).with_message(
+                    "must specify a volume type: emptyDir, hostPath, configMap or secret",
+                ),
             ),
-            (Some(_), Some(_)) => errs.push(FieldError::new(
-                field("hostPath"),
+            [_] => {}
+            [.., last] => errs.push(FieldError::new(
+                field(last),
                 "FieldValueForbidden",
                 "may not specify more than 1 volume type",
             )),
-            _ => {}
+        }
+        if let Some(c) = &v.config_map {
+            validate_config_volume(&c.name, &c.items, &field("configMap"), "name", errs);
+        }
+        if let Some(s) = &v.secret {
+            validate_config_volume(
+                &s.secret_name,
+                &s.items,
+                &field("secret"),
+                "secretName",
+                errs,
+            );
         }
         if let Some(e) = &v.empty_dir
             && let Some(q) = &e.size_limit
@@ -570,6 +717,34 @@ mod tests {
 
     fn pod(spec: serde_json::Value) -> serde_json::Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec})
+    }
+
+    #[test]
+    fn config_sources_are_checked_with_their_field_paths() {
+        let v = pod(json!({
+            "volumes": [
+                {"name": "a", "configMap": {"name": "", "items": [{"key": "k", "path": "../x"}]}},
+                {"name": "b", "secret": {"secretName": "s"}, "emptyDir": {}}
+            ],
+            "containers": [{"name": "c", "image": "x:1",
+                "env": [
+                    {"name": "A", "valueFrom": {}},
+                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "bad key"}}}
+                ],
+                "envFrom": [{"prefix": "P_"}]}]
+        }));
+        let pod: Pod = decode_strict(v).unwrap();
+        let fields: Vec<String> = validate_pod(&pod).into_iter().map(|e| e.field).collect();
+        for want in [
+            "spec.volumes[0].configMap.name",
+            "spec.volumes[0].configMap.items[0].path",
+            "spec.volumes[1].secret",
+            "spec.containers[0].env[0].valueFrom",
+            "spec.containers[0].env[1].valueFrom.secretKeyRef.key",
+            "spec.containers[0].envFrom[0]",
+        ] {
+            assert!(fields.iter().any(|f| f == want), "{want} not in {fields:?}");
+        }
     }
 
     #[test]

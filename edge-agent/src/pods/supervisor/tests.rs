@@ -86,6 +86,8 @@ fn pod(name: &str, image: &str, policy: &str) -> DesiredPod {
             ..Default::default()
         },
         deleting: false,
+        config_maps: Default::default(),
+        secrets: Default::default(),
     }
 }
 
