@@ -20,7 +20,7 @@ use spoke_api::resource::{RESOURCES, ResourceType};
 use spoke_api::selector::Selector;
 use spoke_api::validation::FieldError;
 
-use super::admission::{admit, select_job_pods};
+use super::admission::{admit, default_tolerations, has_node_state_tolerations, select_job_pods};
 use super::deletion::{self, DeleteOptions};
 use super::patch;
 use super::{Error, State as AppState};
@@ -254,7 +254,10 @@ pub async fn create_object(
         meta.remove(owned);
     }
     match rt.kind {
-        "Pod" => value["status"] = json!({"phase": "Pending"}),
+        "Pod" => {
+            value["status"] = json!({"phase": "Pending"});
+            default_tolerations(&mut value["spec"]);
+        }
         "Namespace" => value["status"] = json!({"phase": "Active"}),
         "Job" => select_job_pods(&mut value, &uid),
         _ => {}
@@ -724,6 +727,12 @@ fn immutable_fields(rt: &ResourceType, current: &Value, next: &mut Value) -> Res
                     ));
                 }
                 _ => {}
+            }
+            // The tolerations defaulted at create stay when an update (an
+            // apply of the original manifest) leaves them out, so that the
+            // spec, and the pod running on its board, do not change.
+            if has_node_state_tolerations(&current["spec"]) {
+                default_tolerations(&mut next["spec"]);
             }
         }
         "Deployment" | "ReplicaSet" | "DaemonSet"
