@@ -501,3 +501,95 @@ async fn new_pods_tolerate_unreachable_nodes_for_300_seconds_unless_they_say() {
     let p = c.create(PODS, &own).await.unwrap();
     assert_eq!(p["spec"]["tolerations"], short_tolerations());
 }
+
+/// Real kubectl 1.20 (`SPOKE_KUBECTL`, which `scripts/test` sets, as for
+/// tests/tests/kubectl.rs) cordons, drains and uncordons a board.
+#[tokio::test]
+async fn kubectl_cordons_drains_and_uncordons_a_board() {
+    let kubectl = std::env::var("SPOKE_KUBECTL").unwrap_or_else(|_| {
+        panic!("set SPOKE_KUBECTL to a kubectl 1.20 binary (scripts/test unpacks Debian's kubernetes-client)")
+    });
+    let hub = Hub::start().await;
+    let _a1 = hub.agent("edge-1", &[]);
+    let _a2 = hub.agent("edge-2", &[]);
+    hub.wait_node_ready("edge-1").await;
+    hub.wait_node_ready("edge-2").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    let c = hub.client();
+    let cache = tempfile::tempdir().unwrap();
+    let config = hub.config_path();
+    let k = |args: &[&str]| {
+        std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    };
+    c.create(
+        "/apis/apps/v1/namespaces/default/deployments",
+        &json!({"metadata": {"name": "web"}, "spec": {
+            "replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")}}),
+    )
+    .await
+    .unwrap();
+    c.create(
+        "/apis/apps/v1/namespaces/default/daemonsets",
+        &json!({"metadata": {"name": "daemon"}, "spec": {
+            "selector": {"matchLabels": {"app": "daemon"}}, "template": template("daemon")}}),
+    )
+    .await
+    .unwrap();
+    wait_until(&hub, "web and daemon running", async || {
+        let web = pods_of(&c, "web").await;
+        let d = pods_of(&c, "daemon").await;
+        (web.iter().filter(|p| running(p)).count() == 2
+            && d.iter().filter(|p| running(p)).count() == 2)
+            .then_some(())
+    })
+    .await;
+
+    let out = k(&["cordon", "edge-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: Value = c.get("/api/v1/nodes/edge-1").await.unwrap();
+    assert_eq!(n["spec"]["unschedulable"], true, "{n}");
+    let out = k(&["drain", "edge-1"]);
+    assert!(
+        !out.status.success(),
+        "DaemonSet pods need --ignore-daemonsets: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = k(&["drain", "edge-1", "--ignore-daemonsets", "--timeout=90s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // kubectl 1.20 reuses its last printer's verb and says "node/edge-1
+    // deleted" where later versions say "drained": the node is still there.
+    assert!(stdout.contains("pod/web-"), "{stdout}");
+    assert!(!stdout.contains("pod/daemon-"), "{stdout}");
+    wait_until(&hub, "web on edge-2 only", async || {
+        let web = pods_of(&c, "web").await;
+        (web.len() == 2 && web.iter().all(|p| node_of(p) == "edge-2" && running(p))).then_some(())
+    })
+    .await;
+    let d = pods_of(&c, "daemon").await;
+    assert_eq!(d.iter().filter(|p| running(p)).count(), 2, "{d:?}");
+    let out = k(&["uncordon", "edge-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: Value = c.get("/api/v1/nodes/edge-1").await.unwrap();
+    assert!(n["spec"]["unschedulable"].is_null(), "{n}");
+}
