@@ -137,6 +137,43 @@ fn default_deployment(d: &mut Deployment) {
     }
 }
 
+/// Kubernetes' DefaultTolerationSeconds: a new pod that does not say how
+/// long it tolerates its node being not ready or unreachable tolerates it
+/// for 300 s (`spec` is the pod's). The node lifecycle controller evicts
+/// pods of ReplicaSets and Jobs when that runs out.
+pub fn default_tolerations(spec: &mut Value) {
+    use spoke_api::core::taints;
+    if !spec["tolerations"].is_array() {
+        spec["tolerations"] = json!([]);
+    }
+    let Some(tols) = spec["tolerations"].as_array_mut() else {
+        return;
+    };
+    for key in [taints::NOT_READY, taints::UNREACHABLE] {
+        let covered = tols.iter().any(|t| {
+            let k = t["key"].as_str().unwrap_or("");
+            let e = t["effect"].as_str().unwrap_or("");
+            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+        });
+        if !covered {
+            tols.push(json!({
+                "key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": taints::DEFAULT_TOLERATION_SECONDS,
+            }));
+        }
+    }
+}
+
+/// Whether a stored pod spec carries a toleration of not-ready or
+/// unreachable nodes (defaulted at create, or the user's own).
+pub fn has_node_state_tolerations(spec: &Value) -> bool {
+    use spoke_api::core::taints;
+    spec["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter()
+            .any(|t| t["key"] == taints::NOT_READY || t["key"] == taints::UNREACHABLE)
+    })
+}
+
 /// Jobs select their pods by a label the hub sets (`controller-uid`), unless
 /// the user asks for `manualSelector`; the uid is known only at create time,
 /// so [`select_job_pods`] finishes the job there.

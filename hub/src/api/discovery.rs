@@ -72,6 +72,7 @@ fn resource_list(group_version: &str, kinds: Vec<&ResourceType>) -> Value {
         }
         if rt.kind == "Pod" {
             resources.push(sub("log", "Pod", None, &["get"]));
+            resources.push(sub("eviction", "Eviction", Some("policy"), &["create"]));
         }
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})

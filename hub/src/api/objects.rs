@@ -1,6 +1,6 @@
 //! Generic get/list/watch/create/update/patch/delete for every kind in
 //! [`spoke_api::resource::RESOURCES`], with the `status` and `scale`
-//! subresources and pod logs. Server-owned metadata is set here, once;
+//! subresources, pod logs and pod eviction. Server-owned metadata is set here, once;
 //! per-kind rules live in [`super::admission`], deletion in
 //! [`super::deletion`].
 
@@ -20,7 +20,7 @@ use spoke_api::resource::{RESOURCES, ResourceType};
 use spoke_api::selector::Selector;
 use spoke_api::validation::FieldError;
 
-use super::admission::{admit, select_job_pods};
+use super::admission::{admit, default_tolerations, has_node_state_tolerations, select_job_pods};
 use super::deletion::{self, DeleteOptions};
 use super::patch;
 use super::{Error, State as AppState};
@@ -57,7 +57,9 @@ pub(super) fn routes() -> Router<AppState> {
             router = router.route(&format!("{item}/scale"), object_routes(rt, Sub::Scale));
         }
         if rt.kind == "Pod" {
-            router = router.route(&format!("{item}/log"), get(pod_log));
+            router = router
+                .route(&format!("{item}/log"), get(pod_log))
+                .route(&format!("{item}/eviction"), axum::routing::post(evict_pod));
         }
     }
     router
@@ -254,7 +256,10 @@ pub async fn create_object(
         meta.remove(owned);
     }
     match rt.kind {
-        "Pod" => value["status"] = json!({"phase": "Pending"}),
+        "Pod" => {
+            value["status"] = json!({"phase": "Pending"});
+            default_tolerations(&mut value["spec"]);
+        }
         "Namespace" => value["status"] = json!({"phase": "Active"}),
         "Job" => select_job_pods(&mut value, &uid),
         _ => {}
@@ -725,6 +730,12 @@ fn immutable_fields(rt: &ResourceType, current: &Value, next: &mut Value) -> Res
                 }
                 _ => {}
             }
+            // The tolerations defaulted at create stay when an update (an
+            // apply of the original manifest) leaves them out, so that the
+            // spec, and the pod running on its board, do not change.
+            if has_node_state_tolerations(&current["spec"]) {
+                default_tolerations(&mut next["spec"]);
+            }
         }
         "Deployment" | "ReplicaSet" | "DaemonSet"
             if current.pointer("/spec/selector") != next.pointer("/spec/selector") =>
@@ -951,6 +962,47 @@ async fn pod_log(
             crate::sync::LogError::Publish(_) => Error::Internal(e.to_string()),
         })?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// `POST .../pods/NAME/eviction`, the Eviction API that `kubectl drain`
+/// and `spoke drain` use. Spoke has no PodDisruptionBudgets yet, so an
+/// eviction is the pod's deletion with the Eviction's `deleteOptions`;
+/// answers `201` with a `Status`, as Kubernetes does.
+async fn evict_pod(
+    State(state): State<AppState>,
+    Path(params): Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let pods = ResourceType::lookup("pods").ok_or_else(|| Error::Internal("no pods".into()))?;
+    let (ns, name) = scope(pods, &params);
+    let eviction = parse_object(&headers, &body)?;
+    if let Some(kind) = eviction.get("kind").and_then(Value::as_str)
+        && kind != "Eviction"
+    {
+        return Err(Error::BadRequest(format!(
+            "kind: the body of an eviction must be an Eviction, not {kind}"
+        )));
+    }
+    if eviction
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n != name)
+    {
+        return Err(Error::BadRequest(
+            "metadata.name: name in URL does not match name in Eviction object".into(),
+        ));
+    }
+    let mut opts = match eviction.get("deleteOptions") {
+        Some(o) if !o.is_null() => serde_json::from_value::<DeleteOptions>(o.clone())
+            .map_err(|e| Error::BadRequest(format!("deleteOptions: {e}")))?,
+        _ => DeleteOptions::default(),
+    };
+    opts.check()?;
+    deletion::delete_object(&state.store, pods, ns.as_deref(), &name, &opts).await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success", "code": 201});
+    Ok((StatusCode::CREATED, axum::Json(status)).into_response())
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
-//! The DaemonSet controller: one pod on every Ready, schedulable node that
-//! matches the template's `nodeSelector`, including nodes that join later.
-//! Pods are created bound (`spec.nodeName`), bypassing the scheduler, as
-//! Kubernetes does. A node that goes NotReady gets no new pod but keeps
-//! the one it has: a board that loses its link is not dead. `RollingUpdate`
+//! The DaemonSet controller: one pod on every node the template's
+//! `nodeSelector`, required node affinity and tolerations admit, including
+//! nodes that join later. Pods are created bound (`spec.nodeName`),
+//! bypassing the scheduler, as Kubernetes does, and carry Kubernetes'
+//! DaemonSet tolerations: not-ready and unreachable `NoExecute` (no time
+//! limit) and the `NoSchedule` node-state taints, cordon included. A node
+//! that goes NotReady gets no new pod (its `NoSchedule` taint) but keeps
+//! the one it has: a board that loses its link is not dead. A node with a
+//! `NoExecute` taint the pod does not tolerate loses it. `RollingUpdate`
 //! replaces out-of-date pods at most `maxUnavailable` at a time (delete,
 //! then create); `OnDelete` waits for the user to delete them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use spoke_api::apps::IntOrString;
+use spoke_api::core::{PodSpec, Taint, Toleration, taints};
 
 use super::{deployment, pods};
 use crate::api::Error;
@@ -20,23 +25,89 @@ use crate::store::Store;
 /// The label with the hash of the template a pod was made from.
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
-fn node_ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+/// The tolerations Kubernetes gives every DaemonSet pod (beside the
+/// template's own): (key, effect); `NoExecute` ones have no time limit.
+const DAEMON_TOLERATIONS: [(&str, &str); 6] = [
+    (taints::NOT_READY, "NoExecute"),
+    (taints::UNREACHABLE, "NoExecute"),
+    ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+    ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+    ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+    (taints::UNSCHEDULABLE, "NoSchedule"),
+];
+
+/// The template's pod spec with the DaemonSet tolerations added where the
+/// template has none for the same key and effect.
+fn with_daemon_tolerations(mut spec: Value) -> Value {
+    if !spec["tolerations"].is_array() {
+        spec["tolerations"] = json!([]);
+    }
+    if let Some(tols) = spec["tolerations"].as_array_mut() {
+        for (key, effect) in DAEMON_TOLERATIONS {
+            if !tols
+                .iter()
+                .any(|t| t["key"] == key && t["effect"] == effect)
+            {
+                tols.push(json!({"key": key, "operator": "Exists", "effect": effect}));
+            }
+        }
+    }
+    spec
 }
 
-/// Whether the DaemonSet's pods belong on the node at all (selector).
-fn node_matches(ds: &Value, node: &Value) -> bool {
-    let selector: BTreeMap<String, String> = ds
-        .pointer("/spec/template/spec/nodeSelector")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .unwrap_or_default();
+/// Where the DaemonSet's pods belong, as Kubernetes decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// A pod should run here.
+    Run,
+    /// No new pod here, but one already here stays (an untolerated
+    /// `NoSchedule` taint: not ready, unreachable, a user's taint).
+    Keep,
+    /// No pod here (selector or affinity do not match, or an untolerated
+    /// `NoExecute` taint).
+    No,
+}
+
+/// Whether pods with `spec` (tolerations already completed) belong on `node`.
+pub fn fit(spec: &PodSpec, node: &Value) -> Fit {
     let labels = pods::labels(node);
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    let selected = spec
+        .node_selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let affine = required.is_none_or(|r| r.node_selector_terms.iter().any(|t| t.matches(&labels)));
+    if !selected || !affine {
+        return Fit::No;
+    }
+    let node_taints: Vec<Taint> = node
+        .pointer("/spec/taints")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    let tolerated = |t: &Taint| {
+        spec.tolerations
+            .iter()
+            .any(|tol: &Toleration| tol.tolerates(t))
+    };
+    let untolerated = |effect: &str| {
+        node_taints
+            .iter()
+            .any(|t| t.effect == effect && !tolerated(t))
+    };
+    if untolerated("NoExecute") {
+        Fit::No
+    } else if untolerated("NoSchedule") {
+        Fit::Keep
+    } else {
+        Fit::Run
+    }
 }
 
 /// One pass over every DaemonSet.
@@ -70,8 +141,10 @@ pub async fn reconcile(
     let ns = pods::namespace(ds);
     let candidates = pods::list(store, "pods", ns).await?;
     let owned = pods::claim(store, "pods", ds, candidates).await?;
-    let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let mut template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = deployment::template_hash(&template);
+    template["spec"] = with_daemon_tolerations(template["spec"].take());
+    let spec: PodSpec = serde_json::from_value(template["spec"].clone()).unwrap_or_default();
     let min_ready = Duration::from_secs(
         ds.pointer("/spec/minReadySeconds")
             .and_then(Value::as_u64)
@@ -102,10 +175,9 @@ pub async fn reconcile(
     for node in nodes {
         let name = pods::name(node);
         let here = by_node.get(name).cloned().unwrap_or_default();
-        let should_run = node_matches(ds, node)
-            && node_ready(node)
-            && node.pointer("/spec/unschedulable") != Some(&json!(true));
-        if !node_matches(ds, node) {
+        let fit = fit(&spec, node);
+        let should_run = fit == Fit::Run;
+        if fit == Fit::No {
             misscheduled += usize::from(!here.is_empty());
             to_delete.extend(here);
             continue;
@@ -126,7 +198,8 @@ pub async fn reconcile(
         // One pod per node: extras go.
         to_delete.extend(here.iter().filter(|p| !std::ptr::eq(**p, first)));
         if !should_run {
-            // NotReady or cordoned: keep what runs there, count nothing.
+            // Not ready, unreachable or an untolerated NoSchedule taint:
+            // keep what runs there, count nothing.
             continue;
         }
         current += 1;

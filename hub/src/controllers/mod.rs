@@ -7,7 +7,8 @@
 //! - [`namespace`]: empties a namespace being deleted, then removes it.
 //! - quota status (`status.used`) and event expiry ride on the same passes.
 //! - [`replicaset`], [`deployment`], [`daemonset`], [`job`], [`cronjob`]:
-//!   the workload controllers, run by [`spawn_workloads`] (see
+//!   the workload controllers, and [`nodes`], the node lifecycle controller
+//!   (taints, evictions), run by [`spawn_workloads`] (see
 //!   docs/controllers.md).
 
 pub mod cronjob;
@@ -16,6 +17,7 @@ pub mod deployment;
 pub mod gc;
 pub mod job;
 pub mod namespace;
+pub mod nodes;
 pub mod pods;
 pub mod replicaset;
 
@@ -60,7 +62,8 @@ const WORKLOAD_KEYS: [&str; 7] = [
 const WORKLOAD_RESYNC: Duration = Duration::from_secs(5);
 
 /// Runs the workload controllers until the store's event stream ends: each
-/// pass reconciles every CronJob, Deployment, ReplicaSet, DaemonSet, then Job; a pass runs
+/// pass brings node taints up to date and evicts pods whose toleration ran
+/// out, then reconciles every CronJob, Deployment, ReplicaSet, DaemonSet, then Job; a pass runs
 /// after writes to the kinds they watch have settled, when a controller
 /// asked to come back (a pod turning available), or on the resync tick.
 pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
@@ -77,6 +80,12 @@ pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
         loop {
             let now = std::time::SystemTime::now();
             let mut wake = now + resync;
+            // First, so that the others see this pass's taints and evictions.
+            match nodes::pass(&store, &rec, now).await {
+                Ok(Some(t)) => wake = wake.min(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "node lifecycle pass failed; will retry"),
+            }
             let cron_now = clock.now();
             match cronjob::pass(&store, &rec, cron_now).await {
                 // The next schedule time, as a wait on the system clock.

@@ -615,7 +615,12 @@ impl World {
         }
     }
 
+    /// A DaemonSet pass after a node lifecycle pass, as the controller
+    /// loop runs them (taints follow Ready and cordon first).
     async fn ds_pass(&self, now: SystemTime) {
+        super::nodes::pass(&self.store, &self.rec, now)
+            .await
+            .unwrap();
         super::daemonset::pass(&self.store, &self.rec, now)
             .await
             .unwrap();
@@ -820,4 +825,191 @@ async fn a_paused_deployment_scales_but_does_not_roll() {
         ),
         (Some(4), Some(4))
     );
+}
+
+impl World {
+    /// Changes a node's spec as a user (or `spoke cordon`) would.
+    async fn node_spec(&self, name: &str, field: &str, value: Value) {
+        self.store
+            .modify(&store::key("nodes", None, name), |c| {
+                let mut n = c.clone();
+                n["spec"][field] = value.clone();
+                Some(n)
+            })
+            .await
+            .unwrap();
+    }
+
+    fn deleting_names(ps: &[Value]) -> Vec<String> {
+        let mut v: Vec<String> = ps
+            .iter()
+            .filter(|p| pods::deleting(p))
+            .map(|p| pods::name(p).to_string())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[tokio::test]
+async fn daemonset_honours_affinity_and_tolerations_and_runs_on_cordoned_nodes() {
+    let w = World::new().await;
+    w.node("pi-1", true, json!({"site": "farm"})).await;
+    w.node("pi-2", true, json!({"site": "farm"})).await;
+    w.node("x86", true, json!({"site": "office"})).await;
+    w.node("lab", true, json!({"site": "lab"})).await;
+    w.node_spec(
+        "pi-2",
+        "taints",
+        json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+    )
+    .await;
+    w.node_spec("x86", "unschedulable", json!(true)).await;
+    let affinity = |sites: Value| {
+        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "site", "operator": "In", "values": sites}]}]}}})
+    };
+    let mut plain = template("v1");
+    plain["spec"]["affinity"] = affinity(json!(["farm", "office"]));
+    let mut tolerant = template("v1");
+    tolerant["metadata"]["labels"] = json!({"app": "gpu"});
+    tolerant["spec"]["affinity"] = affinity(json!(["farm"]));
+    tolerant["spec"]["tolerations"] = json!([{"key": "dedicated", "operator": "Exists"}]);
+    for (name, app, t) in [("plain", "web", plain), ("tolerant", "gpu", tolerant)] {
+        w.create(
+            "daemonsets",
+            json!({"metadata": {"name": name}, "spec": {
+                "selector": {"matchLabels": {"app": app}}, "template": t}}),
+        )
+        .await;
+    }
+    let now = SystemTime::now();
+    w.ds_pass(now).await;
+    let on = |ds: &str, ps: &[Value]| -> Vec<String> {
+        let mine: Vec<Value> = ps
+            .iter()
+            .filter(|p| pods::name(p).starts_with(&format!("{ds}-")))
+            .cloned()
+            .collect();
+        World::nodes_of(&mine)
+    };
+    let ps = w.pods().await;
+    // The cordoned node gets its pod (the DaemonSet tolerates cordon, as in
+    // Kubernetes); the tainted one only the tolerant DaemonSet's; "lab"
+    // matches neither affinity.
+    assert_eq!(on("plain", &ps), ["pi-1", "x86"]);
+    assert_eq!(on("tolerant", &ps), ["pi-1", "pi-2"]);
+    let p = ps
+        .iter()
+        .find(|p| pods::name(p).starts_with("plain-"))
+        .unwrap();
+    let tols = p["spec"]["tolerations"].as_array().unwrap();
+    assert!(
+        tols.iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable"
+                && t["effect"] == "NoExecute"
+                && t.get("tolerationSeconds").is_none()),
+        "DaemonSet pods tolerate unreachable nodes for ever: {tols:?}"
+    );
+    // A NoExecute taint nobody tolerates empties pi-1.
+    w.node_spec(
+        "pi-1",
+        "taints",
+        json!([{"key": "maintenance", "effect": "NoExecute"}]),
+    )
+    .await;
+    w.ds_pass(now).await;
+    let ps = w.pods().await;
+    assert_eq!(on("plain", &ps), ["x86"]);
+    assert_eq!(on("tolerant", &ps), ["pi-2"]);
+}
+
+#[tokio::test]
+async fn an_unreachable_node_loses_replicated_pods_when_their_toleration_runs_out() {
+    let w = World::new().await;
+    w.node("pi-1", true, json!({})).await;
+    let owned = |name: &str, kind: Option<&str>, seconds: Option<i64>| {
+        let mut p = json!({"metadata": {"name": name},
+            "spec": {"nodeName": "pi-1", "containers": [{"name": "m", "image": "hello:v1"}]}});
+        if let Some(kind) = kind {
+            p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind,
+                "name": "o", "uid": format!("uid-{name}"), "controller": true}]);
+        }
+        if let Some(s) = seconds {
+            p["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable",
+                "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": s}]);
+        }
+        p
+    };
+    for p in [
+        owned("rs", Some("ReplicaSet"), Some(5)),
+        owned("job", Some("Job"), None),
+        owned("bare", None, Some(5)),
+        owned("ds", Some("DaemonSet"), Some(5)),
+    ] {
+        w.create("pods", p).await;
+    }
+    let pass = |at: SystemTime| {
+        let (store, rec) = (w.store.clone(), w.rec.clone());
+        async move { super::nodes::pass(&store, &rec, at).await.unwrap() }
+    };
+    w.node("pi-1", false, json!({})).await;
+    let t0 = SystemTime::now();
+    let next = pass(t0).await.expect("a toleration runs out later");
+    assert!(next > t0 && next <= t0 + Duration::from_secs(5), "{next:?}");
+    let node = w
+        .store
+        .get(&store::key("nodes", None, "pi-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<(&str, &str)> = node["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap(), t["effect"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("node.kubernetes.io/unreachable", "NoSchedule"),
+            ("node.kubernetes.io/unreachable", "NoExecute")
+        ]
+    );
+    pass(t0 + Duration::from_secs(3)).await;
+    assert!(World::deleting_names(&w.pods().await).is_empty());
+    pass(t0 + Duration::from_secs(6)).await;
+    assert_eq!(World::deleting_names(&w.pods().await), ["rs"]);
+    // The Job's pod got the default 300 s at admission.
+    pass(t0 + Duration::from_secs(302)).await;
+    assert_eq!(World::deleting_names(&w.pods().await), ["job", "rs"]);
+    pass(t0 + Duration::from_secs(3600)).await;
+    assert_eq!(World::deleting_names(&w.pods().await), ["job", "rs"]);
+    // Back: the taints go; the evicted pods stay marked until the board
+    // says they stopped.
+    w.node("pi-1", true, json!({})).await;
+    pass(t0 + Duration::from_secs(3601)).await;
+    let node = w
+        .store
+        .get(&store::key("nodes", None, "pi-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(node["spec"].get("taints").is_none(), "{node}");
+    assert_eq!(w.pods().await.len(), 4);
+    // A node deleted for good frees its pods being deleted.
+    w.store
+        .delete(&store::key("nodes", None, "pi-1"), None)
+        .await
+        .unwrap();
+    pass(t0 + Duration::from_secs(3602)).await;
+    let mut left: Vec<String> = w
+        .pods()
+        .await
+        .iter()
+        .map(|p| pods::name(p).to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bare", "ds"]);
 }

@@ -683,6 +683,20 @@ impl Node {
     }
 }
 
+/// Taints the hub puts on nodes to say what state they are in, as
+/// Kubernetes names them (see docs/controllers.md, node lifecycle).
+pub mod taints {
+    /// The node's `Ready` condition is `False`.
+    pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
+    /// The node's `Ready` condition is `Unknown`: its agent is not connected.
+    pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+    /// The node is cordoned (`spec.unschedulable`).
+    pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+    /// How long a pod stays bound to a not-ready or unreachable node when
+    /// it states no toleration of its own (Kubernetes' DefaultTolerationSeconds).
+    pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+}
+
 /// Annotations Spoke keeps on objects.
 pub mod annotations {
     /// On a Node: the desired-state revision the hub has for it.

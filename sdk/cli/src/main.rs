@@ -1,6 +1,7 @@
 //! `spoke`: the command line for a Spoke hub, with kubectl's verbs and habits.
 
 mod apply;
+mod drain;
 mod get;
 mod manifest;
 mod token;
@@ -110,6 +111,8 @@ enum Command {
         #[command(subcommand)]
         command: token::Command,
     },
+    #[command(flatten)]
+    Node(drain::Command),
 }
 
 /// Connection settings resolved from flags, environment and config file.
@@ -201,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{reference} pushed: {} ({size} bytes)", info.digest);
         }
         Command::Apply { files } => return apply::apply(&ctx.client, &ctx.namespace, &files).await,
+        Command::Node(command) => return drain::run(&ctx.client, command).await,
         Command::Token { command } => {
             token::run(&ctx.client, command, cli.namespace.as_deref()).await?
         }
