@@ -90,6 +90,7 @@ fn spec(log: &Arc<PodLog>, cpu: Option<u64>) -> RunSpec {
         mounts: vec![],
         stdout: log.stream("stdout"),
         stderr: log.stream("stderr"),
+        stop: Default::default(),
     }
 }
 

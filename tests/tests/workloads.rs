@@ -15,8 +15,10 @@ fn template(env: &[(&str, &str)]) -> Value {
         .iter()
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
+    // The hello guest does not watch its stdin (the stop signal), so each
+    // pod it replaces would take the default 30 s grace period to stop.
     json!({"metadata": {"labels": {"app": "web"}},
-           "spec": {"restartPolicy": "Always",
+           "spec": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "main", "image": "hello:v1", "env": env}]}})
 }
 

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::probe::{self, Probes, Verdict};
+
 /// How long a container must run before its back-off resets (Kubernetes: 10 min).
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10 * 60);
 
@@ -121,8 +123,15 @@ pub enum Observation {
     /// The container's configuration (its volume mounts) cannot be set up;
     /// it is tried again after a back-off, as the node may change.
     ConfigFailed { message: String },
-    /// The pod was stopped for good (evicted): no restart, whatever the policy.
+    /// The pod was stopped for good (evicted, or deleted): no restart,
+    /// whatever the policy.
     Killed(Termination),
+    /// A probe of the running instance ran at `at` (from the instance's start).
+    Probed {
+        kind: probe::Kind,
+        at: Duration,
+        result: Result<(), String>,
+    },
 }
 
 /// The one thing the supervisor must do next.
@@ -134,6 +143,10 @@ pub enum Effect {
     Run,
     /// Wait, then observe `BackoffElapsed`.
     Sleep(Duration),
+    /// A probe failed: ask the running instance to stop, stop it for certain
+    /// after the grace period, then observe `Exited` (which restarts it
+    /// unless the policy is `Never`).
+    Kill,
     /// Nothing more to do until the pod changes.
     Idle,
 }
@@ -150,6 +163,10 @@ pub struct Container {
     pub ever_started: bool,
     /// True when the container ended and the restart policy keeps it down.
     pub finished: bool,
+    /// The probes' state, reset at each start.
+    pub probes: Probes,
+    /// Why a probe asked for a restart of the running instance.
+    unhealthy: Option<String>,
     /// The delay of the next back-off.
     next_backoff: Duration,
     /// Whether the running back-off follows a failed pull (retry the pull)
@@ -171,11 +188,20 @@ impl Container {
             image_id: None,
             ever_started: false,
             finished: false,
+            probes: Probes::default(),
+            unhealthy: None,
             next_backoff: backoff.initial,
             retry: Effect::Pull,
             pull_failures: 0,
         };
         (c, Effect::Pull)
+    }
+
+    /// The same container with probes.
+    pub fn with_probes(mut self, mut probes: Probes) -> Container {
+        probes.reset();
+        self.probes = probes;
+        self
     }
 
     /// Takes the current back-off delay and doubles the next one, up to the max.
@@ -233,10 +259,25 @@ impl Container {
             Observation::Started { at } => {
                 self.ever_started = true;
                 self.state = State::Running { started_at: at };
+                self.probes.reset();
+                self.unhealthy = None;
                 // The instance runs until it exits; nothing else to do.
                 (self, Effect::Idle)
             }
-            Observation::Exited(t) => {
+            Observation::Exited(mut t) => {
+                // Killed for a failing probe: Kubernetes restarts it unless
+                // the policy is Never, whatever the exit code.
+                let unhealthy = self.unhealthy.take();
+                let restarts = match &unhealthy {
+                    Some(_) => policy != RestartPolicy::Never,
+                    None => policy.restarts_after(t.exit_code),
+                };
+                if let Some(why) = unhealthy {
+                    t.message = Some(match t.message.take() {
+                        Some(m) => format!("{why}; {m}"),
+                        None => why,
+                    });
+                }
                 let ran = t
                     .finished_at
                     .duration_since(t.started_at)
@@ -244,7 +285,7 @@ impl Container {
                 if ran >= BACKOFF_RESET_AFTER {
                     self.next_backoff = backoff.initial;
                 }
-                if policy.restarts_after(t.exit_code) {
+                if restarts {
                     self.restart_count += 1;
                     self.last_state = Some(t.clone());
                     self.state = State::Waiting {
@@ -280,6 +321,20 @@ impl Container {
                 self.state = State::Terminated(t);
                 (self, Effect::Idle)
             }
+            Observation::Probed { kind, at, result } => {
+                if !matches!(self.state, State::Running { .. }) || self.unhealthy.is_some() {
+                    // A late result for an instance that ended or is being
+                    // stopped changes nothing.
+                    return (self, Effect::Idle);
+                }
+                match self.probes.record(kind, at, result) {
+                    Verdict::Keep => (self, Effect::Idle),
+                    Verdict::Restart(why) => {
+                        self.unhealthy = Some(why);
+                        (self, Effect::Kill)
+                    }
+                }
+            }
             Observation::BackoffElapsed => {
                 let next = self.retry.clone();
                 if next == Effect::Run {
@@ -295,9 +350,19 @@ impl Container {
         }
     }
 
-    /// Ready = running now.
+    /// Ready = running, and its startup and readiness probes (if any) pass.
     pub fn ready(&self) -> bool {
-        matches!(self.state, State::Running { .. })
+        matches!(self.state, State::Running { .. }) && self.probes.ready()
+    }
+
+    /// Started = running, and its startup probe (if any) passed.
+    pub fn started(&self) -> bool {
+        matches!(self.state, State::Running { .. }) && self.probes.started()
+    }
+
+    /// Why a probe asked for the running instance to stop, if one did.
+    pub fn unhealthy(&self) -> Option<&str> {
+        self.unhealthy.as_deref()
     }
 }
 
@@ -549,6 +614,80 @@ mod tests {
         assert_eq!(e, Effect::Idle);
         assert!(c.finished);
         assert_eq!(pod_phase(std::slice::from_ref(&c)), "Failed");
+    }
+
+    #[test]
+    fn failing_probes_restart_unless_never_and_readiness_follows_its_probe() {
+        use crate::pods::probe::{Kind, Timing};
+        let b = Backoff::default();
+        let t = Timing {
+            initial_delay: Duration::ZERO,
+            period: S,
+            timeout: S,
+            success_threshold: 1,
+            failure_threshold: 2,
+        };
+        let probed = |kind, ok: bool| Observation::Probed {
+            kind,
+            at: S,
+            result: if ok { Ok(()) } else { Err("returned 1".into()) },
+        };
+        // (policy, exit code after the kill, restarts?)
+        let table = [
+            (RestartPolicy::Always, 0, true),
+            (RestartPolicy::OnFailure, 0, true),
+            (RestartPolicy::OnFailure, 137, true),
+            (RestartPolicy::Never, 137, false),
+        ];
+        for (policy, code, restarts) in table {
+            let (c, _) = Container::new(&b);
+            let c = c.with_probes(Probes::new(None, Some(t), Some(t)));
+            let (c, _) = c.step(
+                Observation::ImageReady {
+                    digest: "sha256:x".into(),
+                },
+                policy,
+                &b,
+            );
+            let (c, _) = c.step(Observation::Started { at: t0() }, policy, &b);
+            assert!(
+                c.started() && !c.ready(),
+                "not ready before readiness passes"
+            );
+            let (c, e) = c.step(probed(Kind::Readiness, true), policy, &b);
+            assert_eq!(e, Effect::Idle);
+            assert!(c.ready());
+            let (c, e) = c.step(probed(Kind::Liveness, false), policy, &b);
+            assert_eq!(e, Effect::Idle, "one failure of two");
+            let (c, e) = c.step(probed(Kind::Liveness, false), policy, &b);
+            assert_eq!(e, Effect::Kill, "{policy:?}");
+            // Results arriving while it stops change nothing.
+            let (c, e) = c.step(probed(Kind::Liveness, false), policy, &b);
+            assert_eq!(e, Effect::Idle);
+            let (c, e) = c.step(exit(code, S), policy, &b);
+            assert_eq!(matches!(e, Effect::Sleep(_)), restarts, "{policy:?} {code}");
+            let ended = if restarts {
+                assert_eq!(c.restart_count, 1);
+                c.last_state.clone().unwrap()
+            } else {
+                let State::Terminated(t) = &c.state else {
+                    panic!("{:?}", c.state)
+                };
+                t.clone()
+            };
+            assert_eq!(ended.exit_code, code);
+            assert_eq!(
+                ended.message.as_deref(),
+                Some("Liveness probe failed: returned 1")
+            );
+            assert!(!c.ready());
+            if restarts {
+                // The next instance starts with fresh probes.
+                let (c, _) = c.step(Observation::BackoffElapsed, policy, &b);
+                let (c, _) = c.step(Observation::Started { at: t0() }, policy, &b);
+                assert!(!c.ready() && c.unhealthy().is_none());
+            }
+        }
     }
 
     #[test]

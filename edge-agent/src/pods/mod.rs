@@ -3,6 +3,7 @@
 pub mod config;
 pub mod lifecycle;
 pub mod logs;
+pub mod probe;
 pub mod status;
 mod supervisor;
 pub mod volumes;

@@ -74,7 +74,7 @@ pub fn pod_status(
             restart_count: life.restart_count,
             image: c.image.clone(),
             image_id: life.image_id.clone().unwrap_or_default(),
-            started: Some(life.ready()),
+            started: Some(life.started()),
         })
         .collect::<Vec<_>>();
     let phase = lifecycle::pod_phase(containers);

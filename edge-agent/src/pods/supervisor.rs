@@ -3,28 +3,40 @@
 //! [`Supervisor::reconcile`] is level-triggered: given the complete desired
 //! set, it starts pods that are new or whose uid/generation changed (after
 //! stopping the old instance), and stops pods that are no longer listed or are
-//! being deleted. Stopping aborts the pod's task and waits for it: dropping
+//! being deleted. Stopping is graceful: each running guest is asked to stop
+//! (its stdin closes, see `runtime::StopSignal`) and is dropped once the
+//! pod's `terminationGracePeriodSeconds` (default 30) have passed; dropping
 //! the Wasm future at an epoch yield ends the instance, and epoch yields
-//! guarantee even a spinning guest reaches one within a tick.
+//! guarantee even a spinning guest reaches one within a tick. A stopping pod
+//! stays listed (its logs readable, its emptyDirs kept) until it has ended;
+//! a replacement (a new generation) starts after that.
+//!
+//! While an instance runs, its probes are called here and their results fed
+//! to the pure lifecycle (`lifecycle`, `probe`), which says whether to
+//! restart it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use spoke_api::core::Container as SpecContainer;
+use spoke_api::core::{Container as SpecContainer, HttpHeader, Probe};
 use spoke_api::module::ImageRef;
 use spoke_api::protocol::{DesiredPod, MAX_MESSAGE_BYTES, PodReport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use super::config::{self, Data};
 use super::lifecycle::{self, Backoff, Container, Effect, Observation, RestartPolicy, Termination};
 use super::logs::{PodLog, message_of};
+use super::probe::{self, Probes};
 use super::status::pod_status;
 use super::volumes::{self, Volumes};
 use crate::modules::{self, Fetcher, hex_of};
-use crate::runtime::{self, Outcome, RunSpec, Runtime};
+use crate::runtime::{self, Outcome, RunSpec, Runtime, StopSignal};
 use crate::state::State;
 
 /// How often buffered log lines are written out (see `pods::logs`).
@@ -32,6 +44,14 @@ const LOG_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Most log text returned for one request: the answer must fit in one MQTT message.
 const MAX_LOG_REPLY_BYTES: usize = MAX_MESSAGE_BYTES - 16 * 1024;
+
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// How long past its grace period a stopping pod's task may take before it
+/// is aborted. Its containers drop their instances at the deadline
+/// themselves; this only guards against a task that is stuck elsewhere.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// What the supervisor needs to run pods.
 pub struct Settings {
@@ -80,8 +100,19 @@ struct Pod {
     data: Arc<watch::Sender<Data>>,
     record: Arc<Mutex<Record>>,
     log: Arc<PodLog>,
-    task: JoinHandle<()>,
+    /// The pod's task, until it is being stopped (then its waiter holds it).
+    task: Option<JoinHandle<()>>,
+    abort: AbortHandle,
+    /// Set to ask the pod's containers to stop gracefully.
+    terminating: watch::Sender<bool>,
+    /// Stopping: it leaves the map once its task has ended.
+    stopping: bool,
+    /// It was deleted: once stopped, its log goes and the hub hears `gone`.
+    deleting: bool,
 }
+
+/// A stopping pod's task has ended: (key, uid, generation).
+type Finished = (String, String, i64);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -91,6 +122,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Supervisor {
     shared: Arc<Shared>,
     pods: tokio::sync::Mutex<BTreeMap<String, Pod>>,
+    /// The last desired set, applied again when a stopping pod has ended
+    /// (its replacement may be waiting).
+    last_desired: Mutex<Option<Vec<DesiredPod>>>,
+    finished: mpsc::UnboundedSender<Finished>,
 }
 
 impl Supervisor {
@@ -102,6 +137,7 @@ impl Supervisor {
         settings: Settings,
     ) -> (Arc<Supervisor>, mpsc::UnboundedReceiver<Change>) {
         let (changes, rx) = mpsc::unbounded_channel();
+        let (finished, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
         let supervisor = Arc::new(Supervisor {
             shared: Arc::new(Shared {
                 runtime,
@@ -111,6 +147,15 @@ impl Supervisor {
                 changes,
             }),
             pods: tokio::sync::Mutex::new(BTreeMap::new()),
+            last_desired: Mutex::new(None),
+            finished,
+        });
+        let weak = Arc::downgrade(&supervisor);
+        tokio::spawn(async move {
+            while let Some(done) = finished_rx.recv().await {
+                let Some(s) = weak.upgrade() else { break };
+                s.finish(done).await;
+            }
         });
         let weak = Arc::downgrade(&supervisor);
         tokio::spawn(async move {
@@ -136,12 +181,25 @@ impl Supervisor {
 
     /// Moves the running pods to `desired`, the complete set for this node.
     pub async fn reconcile(&self, desired: Vec<DesiredPod>) {
+        *lock(&self.last_desired) = Some(desired.clone());
+        self.converge(desired).await;
+    }
+
+    async fn converge(&self, desired: Vec<DesiredPod>) {
         let wanted: BTreeMap<String, DesiredPod> =
             desired.into_iter().map(|p| (p.key(), p)).collect();
         let mut pods = self.pods.lock().await;
 
         let keys: Vec<String> = pods.keys().cloned().collect();
         for key in keys {
+            let deleting = wanted.get(&key).is_some_and(|d| d.deleting);
+            if let Some(pod) = pods.get_mut(&key)
+                && pod.stopping
+            {
+                // Already on its way out; it may have been deleted since.
+                pod.deleting |= deleting;
+                continue;
+            }
             let keep = match wanted.get(&key) {
                 None => false,
                 Some(d) if d.deleting => false,
@@ -158,18 +216,9 @@ impl Supervisor {
                 }
                 continue;
             }
-            if let Some(pod) = pods.remove(&key) {
-                let last = lock(&pod.record).report.clone();
-                stop(&key, pod).await;
-                if wanted.get(&key).is_some_and(|d| d.deleting) {
-                    // Its log goes with it, as in Kubernetes.
-                    if let Ok(log) =
-                        PodLog::open(&self.shared.settings.logs_dir, &last.namespace, &last.name)
-                    {
-                        log.remove();
-                    }
-                    self.send_gone(last);
-                }
+            if let Some(pod) = pods.get_mut(&key) {
+                pod.deleting = deleting;
+                self.begin_stop(&key, pod);
             }
         }
 
@@ -188,6 +237,7 @@ impl Supervisor {
                 continue;
             }
             if pods.contains_key(&key) {
+                // Running, or a previous generation still stopping.
                 continue;
             }
             match self.start(d) {
@@ -227,6 +277,62 @@ impl Supervisor {
         pod.data.send_replace(data);
     }
 
+    /// Asks a pod to stop: its running guests are signalled and dropped
+    /// after the grace period. A waiter reports to [`Self::finish`] once the
+    /// pod's task has ended.
+    fn begin_stop(&self, key: &str, pod: &mut Pod) {
+        pod.stopping = true;
+        pod.terminating.send_replace(true);
+        let Some(mut task) = pod.task.take() else {
+            return;
+        };
+        let grace = grace_of(&pod.desired);
+        tracing::info!(pod = %key, grace_seconds = grace.as_secs(), deleting = pod.deleting, "stopping pod");
+        let done = (
+            key.to_string(),
+            pod.desired.uid.clone(),
+            pod.desired.generation,
+        );
+        let finished = self.finished.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(grace + STOP_MARGIN, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(pod = %done.0, "pod task did not end after its grace period: aborting it");
+                task.abort();
+                let _ = task.await;
+            }
+            let _ = finished.send(done);
+        });
+    }
+
+    /// A stopping pod has ended: forget it (and, if it was deleted, its log,
+    /// and tell the hub), then start what may have waited for it.
+    async fn finish(&self, (key, uid, generation): Finished) {
+        let ended = {
+            let mut pods = self.pods.lock().await;
+            let matches = pods.get(&key).is_some_and(|p| {
+                p.stopping && p.desired.uid == uid && p.desired.generation == generation
+            });
+            if matches { pods.remove(&key) } else { None }
+        };
+        if let Some(pod) = ended {
+            pod.log.flush();
+            tracing::info!("pod {key} stopped");
+            if pod.deleting {
+                let last = lock(&pod.record).report.clone();
+                // Its log goes with it, as in Kubernetes.
+                pod.log.remove();
+                self.send_gone(last);
+            }
+        }
+        let last = lock(&self.last_desired).clone();
+        if let Some(desired) = last {
+            self.converge(desired).await;
+        }
+    }
+
     fn send_gone(&self, mut report: PodReport) {
         report.gone = true;
         let _ = self.shared.changes.send(Change::Gone(report));
@@ -261,7 +367,9 @@ impl Supervisor {
             evicted: None,
         }));
         let data = Arc::new(watch::Sender::new(Data::of(&desired)));
+        let terminating = watch::Sender::new(false);
         let ctx = Arc::new(PodCtx {
+            terminating: terminating.subscribe(),
             shared: self.shared.clone(),
             data: data.clone(),
             desired: desired.clone(),
@@ -276,7 +384,11 @@ impl Supervisor {
             data,
             record,
             log,
-            task,
+            abort: task.abort_handle(),
+            task: Some(task),
+            terminating,
+            stopping: false,
+            deleting: false,
         })
     }
 
@@ -290,9 +402,15 @@ impl Supervisor {
             .collect()
     }
 
-    /// How many pods are supervised.
+    /// How many pods are supervised, not counting pods on their way out
+    /// (stopping within their grace period).
     pub async fn len(&self) -> usize {
-        self.pods.lock().await.len()
+        self.pods
+            .lock()
+            .await
+            .values()
+            .filter(|p| !p.stopping)
+            .count()
     }
 
     /// Whether no pod is supervised.
@@ -339,26 +457,36 @@ impl Supervisor {
         Ok(text)
     }
 
-    /// Stops every pod and flushes the logs (agent shutdown). The desired set
-    /// stays in the local state, so the pods start again with the agent.
+    /// Stops every pod at once and flushes the logs (agent shutdown). The
+    /// desired set stays in the local state, so the pods start again with
+    /// the agent; no grace period applies, as for a node that loses power.
     pub async fn shutdown(&self) {
         let mut pods = self.pods.lock().await;
         for (key, pod) in std::mem::take(&mut *pods) {
-            stop(&key, pod).await;
+            pod.abort.abort();
+            // Waiting for the aborted task means its futures (and Wasm stores)
+            // are dropped. A stopping pod's waiter holds its task instead.
+            if let Some(task) = pod.task {
+                let _ = task.await;
+            }
+            pod.log.flush();
+            tracing::info!("pod {key} stopped");
         }
     }
 }
 
-async fn stop(key: &str, pod: Pod) {
-    pod.task.abort();
-    // Waiting for the aborted task means its futures (and Wasm stores) are dropped.
-    let _ = pod.task.await;
-    pod.log.flush();
-    tracing::info!("pod {key} stopped");
+/// `terminationGracePeriodSeconds`, default 30 s.
+fn grace_of(desired: &DesiredPod) -> Duration {
+    desired
+        .spec
+        .termination_grace_period_seconds
+        .map_or(DEFAULT_GRACE, |s| Duration::from_secs(s.max(0) as u64))
 }
 
 struct PodCtx {
     shared: Arc<Shared>,
+    /// Becomes true when the pod is to stop.
+    terminating: watch::Receiver<bool>,
     data: Arc<watch::Sender<Data>>,
     desired: DesiredPod,
     record: Arc<Mutex<Record>>,
@@ -581,6 +709,7 @@ impl PodCtx {
         spec: &SpecContainer,
         env: Vec<(String, String)>,
         mounts: Vec<runtime::Mount>,
+        stop: StopSignal,
     ) -> RunSpec {
         let mut argv = if spec.command.is_empty() {
             vec![spec.name.clone()]
@@ -604,36 +733,279 @@ impl PodCtx {
             mounts,
             stdout: self.log.stream("stdout"),
             stderr: self.log.stream("stderr"),
+            stop,
         }
+    }
+
+    /// The pod's grace period.
+    fn grace(&self) -> Duration {
+        grace_of(&self.desired)
+    }
+
+    /// Runs one instance of container `i` until it ends, is stopped because
+    /// the pod is terminating, or a probe has it restarted; calls its probes
+    /// meanwhile. Returns what the lifecycle must observe.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_instance(
+        &self,
+        i: usize,
+        spec: &SpecContainer,
+        loaded: &runtime::Loaded,
+        container: &mut Container,
+        env: Vec<(String, String)>,
+        mounts: Vec<runtime::Mount>,
+        terminating: &mut watch::Receiver<bool>,
+        who: &str,
+    ) -> Observation {
+        let backoff = self.shared.settings.backoff;
+        let started_at = SystemTime::now();
+        let start = tokio::time::Instant::now();
+        *container = container
+            .clone()
+            .step(
+                Observation::Started { at: started_at },
+                self.policy,
+                &backoff,
+            )
+            .0;
+        self.update(i, container);
+        tracing::debug!(container = %who, "instance started");
+
+        let stop = StopSignal::new();
+        let run_spec = self.run_spec(spec, env, mounts, stop.clone());
+        let probe_spec = run_spec.clone();
+        let run = self.shared.runtime.run(loaded, run_spec);
+        tokio::pin!(run);
+        let grace = self.grace();
+        type ProbeCall<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+        let mut probing: Option<(probe::Kind, Duration, ProbeCall<'_>)> = None;
+        // When the instance is dropped if it has not ended, and why.
+        let mut kill_at: Option<(tokio::time::Instant, String)> = None;
+        let mut deleting = false;
+        let far = || start + Duration::from_secs(100 * 365 * 24 * 3600);
+        let ended = loop {
+            let due = match (&probing, &kill_at) {
+                (None, None) => container.probes.next(),
+                _ => None,
+            };
+            tokio::select! {
+                outcome = &mut run => break Ok(outcome),
+                _ = tokio::time::sleep_until(kill_at.as_ref().map_or_else(far, |k| k.0)), if kill_at.is_some() => {
+                    break Err(kill_at.take().map(|k| k.1).unwrap_or_default());
+                }
+                _ = stopped(terminating), if !deleting => {
+                    deleting = true;
+                    stop.raise();
+                    let at = tokio::time::Instant::now() + grace;
+                    if kill_at.as_ref().is_none_or(|k| at < k.0) {
+                        kill_at = Some((at, format!(
+                            "still running {}s after it was asked to stop (stdin closed): stopped",
+                            grace.as_secs()
+                        )));
+                    }
+                }
+                _ = tokio::time::sleep_until(due.map_or_else(far, |d| start + d.1)), if due.is_some() => {
+                    if let Some((kind, _)) = due {
+                        let at = start.elapsed();
+                        let timeout = container
+                            .probes
+                            .timing(kind)
+                            .map_or(Duration::from_secs(1), |t| t.timeout);
+                        let call = self.call_probe(kind, spec, loaded, &probe_spec, timeout);
+                        probing = Some((kind, at, Box::pin(call)));
+                    }
+                }
+                result = async { match probing.as_mut() { Some(p) => (&mut p.2).await, None => std::future::pending().await } }, if probing.is_some() => {
+                    let Some((kind, at, _)) = probing.take() else { continue };
+                    if let Err(why) = &result {
+                        tracing::debug!(container = %who, probe = kind.as_str(), %why, "probe failed");
+                    }
+                    let (next, effect) = container.clone().step(
+                        Observation::Probed { kind, at, result },
+                        self.policy,
+                        &backoff,
+                    );
+                    *container = next;
+                    if effect == Effect::Kill {
+                        tracing::info!(container = %who, why = container.unhealthy().unwrap_or(""), "restarting the container");
+                        stop.raise();
+                        kill_at = Some((tokio::time::Instant::now() + grace, format!(
+                            "still running {}s after it was asked to stop (stdin closed): stopped",
+                            grace.as_secs()
+                        )));
+                    }
+                    self.update(i, container);
+                }
+            }
+        };
+        let finished_at = SystemTime::now();
+        let t = match ended {
+            Ok(outcome) => termination(outcome, started_at, finished_at),
+            Err(message) => {
+                tracing::warn!(container = %who, %message, "grace period over");
+                Termination {
+                    // 128 + SIGKILL, as for a container killed after its grace period.
+                    exit_code: 137,
+                    reason: "Error",
+                    message: Some(message),
+                    started_at,
+                    finished_at,
+                }
+            }
+        };
+        tracing::info!(container = %who, exit_code = t.exit_code, reason = t.reason, deleting, "instance ended");
+        if deleting {
+            Observation::Killed(t)
+        } else {
+            Observation::Exited(t)
+        }
+    }
+
+    /// Calls probe `kind` of a running container, held to its timeout.
+    fn call_probe<'a>(
+        &'a self,
+        kind: probe::Kind,
+        spec: &'a SpecContainer,
+        loaded: &'a runtime::Loaded,
+        run_spec: &'a RunSpec,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'a {
+        let probe = match kind {
+            probe::Kind::Startup => spec.startup_probe.as_ref(),
+            probe::Kind::Liveness => spec.liveness_probe.as_ref(),
+            probe::Kind::Readiness => spec.readiness_probe.as_ref(),
+        };
+        async move {
+            let Some(probe) = probe else {
+                return Ok(());
+            };
+            let call = self.probe_once(probe, spec, loaded, run_spec);
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("timed out after {}s", timeout.as_secs_f64())),
+            }
+        }
+    }
+
+    async fn probe_once(
+        &self,
+        probe: &Probe,
+        spec: &SpecContainer,
+        loaded: &runtime::Loaded,
+        run_spec: &RunSpec,
+    ) -> Result<(), String> {
+        if let Some(exec) = &probe.exec {
+            let name = exec.command.first().map_or("", String::as_str);
+            return self.shared.runtime.probe(loaded, run_spec, name).await;
+        }
+        if let Some(tcp) = &probe.tcp_socket {
+            let port = spec.resolve_port(&tcp.port)?;
+            return tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+                .await
+                .map(drop)
+                .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"));
+        }
+        if let Some(http) = &probe.http_get {
+            let port = spec.resolve_port(&http.port)?;
+            let path = http.path.as_deref().unwrap_or("/");
+            return http_get(port, path, &http.http_headers).await;
+        }
+        Err("the probe has no handler".into())
     }
 }
 
-/// Drives one container through its lifecycle until the pod task is aborted.
+/// Completes once `terminating` is true (or its sender is gone).
+async fn stopped(terminating: &mut watch::Receiver<bool>) {
+    let _ = terminating.wait_for(|t| *t).await;
+}
+
+/// An HTTP/1.1 `GET` to the pod's port on loopback; 200–399 passes, as in
+/// Kubernetes. Only the status line is read.
+async fn http_get(port: u16, path: &str, headers: &[HttpHeader]) -> Result<(), String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut stream = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+        .await
+        .map_err(|e| format!("Get \"{url}\": dial tcp: {e}"))?;
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: spoke-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for h in headers {
+        // Validation refuses line breaks in headers; drop any that slipped by.
+        if !h.name.contains(['\r', '\n']) && !h.value.contains(['\r', '\n']) {
+            request.push_str(&format!("{}: {}\r\n", h.name, h.value));
+        }
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
+    let mut head = Vec::with_capacity(128);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("Get \"{url}\": {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or("");
+    let code = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("Get \"{url}\": malformed HTTP response {line:?}"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {code}"))
+    }
+}
+
+/// Drives one container through its lifecycle until the pod stops (or its
+/// task is aborted).
 async fn run_container(ctx: Arc<PodCtx>, i: usize) {
     let Some(spec) = ctx.desired.spec.containers.get(i).cloned() else {
         return;
     };
     let backoff = ctx.shared.settings.backoff;
-    let (mut container, mut effect) = Container::new(&backoff);
+    let (container, mut effect) = Container::new(&backoff);
+    let mut container = container.with_probes(Probes::of(&spec));
     let mut loaded: Option<Arc<runtime::Loaded>> = None;
+    let mut terminating = ctx.terminating.clone();
     let who = format!("{}/{}", ctx.desired.key(), spec.name);
     loop {
         ctx.update(i, &container);
+        if *terminating.borrow() {
+            // Not running (a running instance is stopped gracefully in
+            // `run_instance`): nothing to wait for.
+            return;
+        }
         let observation = match effect {
-            Effect::Pull => match ctx.prepare(&spec).await {
-                Ok((digest, l)) => {
-                    loaded = Some(l);
-                    Observation::ImageReady { digest }
+            Effect::Pull => {
+                let prepared = tokio::select! {
+                    p = ctx.prepare(&spec) => p,
+                    _ = stopped(&mut terminating) => return,
+                };
+                match prepared {
+                    Ok((digest, l)) => {
+                        loaded = Some(l);
+                        Observation::ImageReady { digest }
+                    }
+                    Err(PrepareError::Pull(message)) => {
+                        tracing::warn!(container = %who, %message, "image pull failed");
+                        Observation::PullFailed { message }
+                    }
+                    Err(PrepareError::Invalid(message)) => {
+                        tracing::warn!(container = %who, %message, "invalid image");
+                        Observation::InvalidImage { message }
+                    }
                 }
-                Err(PrepareError::Pull(message)) => {
-                    tracing::warn!(container = %who, %message, "image pull failed");
-                    Observation::PullFailed { message }
-                }
-                Err(PrepareError::Invalid(message)) => {
-                    tracing::warn!(container = %who, %message, "invalid image");
-                    Observation::InvalidImage { message }
-                }
-            },
+            }
             Effect::Run => {
                 let Some(l) = loaded.clone() else {
                     // Not reachable through the lifecycle; recover by pulling.
@@ -657,22 +1029,17 @@ async fn run_container(ctx: Arc<PodCtx>, i: usize) {
                         continue;
                     }
                 };
-                let started_at = SystemTime::now();
-                (container, _) = container.step(
-                    Observation::Started { at: started_at },
-                    ctx.policy,
-                    &backoff,
-                );
-                ctx.update(i, &container);
-                tracing::debug!(container = %who, "instance started");
-                let outcome = ctx
-                    .shared
-                    .runtime
-                    .run(&l, ctx.run_spec(&spec, env, mounts))
-                    .await;
-                let termination = termination(outcome, started_at, SystemTime::now());
-                tracing::info!(container = %who, exit_code = termination.exit_code, reason = termination.reason, "instance ended");
-                Observation::Exited(termination)
+                ctx.run_instance(
+                    i,
+                    &spec,
+                    &l,
+                    &mut container,
+                    env,
+                    mounts,
+                    &mut terminating,
+                    &who,
+                )
+                .await
             }
             Effect::Sleep(d) => {
                 // Waiting for a missing ConfigMap/Secret: try again as soon
@@ -689,10 +1056,15 @@ async fn run_container(ctx: Arc<PodCtx>, i: usize) {
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
                     Ok(()) = changed.changed(), if config_wait => {}
+                    _ = stopped(&mut terminating) => return,
                 }
                 Observation::BackoffElapsed
             }
-            Effect::Idle => std::future::pending().await,
+            // `Kill` comes only from a probe, inside `run_instance`.
+            Effect::Idle | Effect::Kill => {
+                stopped(&mut terminating).await;
+                return;
+            }
         };
         (container, effect) = container.step(observation, ctx.policy, &backoff);
     }

@@ -13,6 +13,10 @@
 //!   timer once the bucket is empty (see [`cpu`]).
 //! - `resources.limits.memory` is enforced by a [`wasmtime::ResourceLimiter`]:
 //!   growing past it traps, and the outcome is reported as `OOMKilled`.
+//! - A guest is asked to stop by closing its stdin ([`StopSignal`]); the
+//!   supervisor drops the instance after the grace period.
+//! - An `exec` probe calls an export in a second instance of the same
+//!   program, in a store of its own ([`Runtime::probe`]).
 
 use std::fs;
 use std::future::Future;
@@ -25,11 +29,14 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, InstancePre, Module, Precompiled, ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::pods::logs::LogStream;
 
 pub mod cpu;
+mod stop;
+pub use stop::StopSignal;
 #[cfg(test)]
 mod tests;
 
@@ -86,7 +93,12 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     pub stdout: LogStream,
     pub stderr: LogStream,
+    /// Raised to ask the guest to stop: its stdin reaches end of file.
+    pub stop: StopSignal,
 }
+
+/// How much of a probe's output is kept for its failure message.
+const PROBE_OUTPUT_BYTES: usize = 512;
 
 /// A host directory given to the guest as a WASI preopen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,21 +337,10 @@ impl Runtime {
         })
     }
 
-    /// Runs one instance to its end. Dropping the future stops the instance at
-    /// its next epoch yield.
-    pub async fn run(&self, loaded: &Loaded, spec: RunSpec) -> Outcome {
-        let limits = Limits {
-            memory: spec
-                .memory_limit
-                .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
-            refused: None,
-        };
+    /// A WASI context builder with the spec's argv, env and preopens.
+    fn builder(spec: &RunSpec) -> Result<WasiCtxBuilder, String> {
         let mut builder = WasiCtxBuilder::new();
-        builder
-            .args(spec.argv.as_slice())
-            .envs(spec.env.as_slice())
-            .stdout(spec.stdout.clone())
-            .stderr(spec.stderr.clone());
+        builder.args(spec.argv.as_slice()).envs(spec.env.as_slice());
         for m in &spec.mounts {
             let perms = if m.read_only {
                 FsPerms::ReadOnly
@@ -347,24 +348,71 @@ impl Runtime {
                 FsPerms::ReadWrite
             };
             if let Err(e) = builder.preopened_dir(&m.host, &m.guest, perms) {
-                spec.stdout.finish();
-                spec.stderr.finish();
-                return Outcome::Trapped(format!(
+                return Err(format!(
                     "cannot mount {} at {}: {e:#}",
                     m.host.display(),
                     m.guest
                 ));
             }
         }
+        Ok(builder)
+    }
+
+    fn limits(spec: &RunSpec) -> Limits {
+        Limits {
+            memory: spec
+                .memory_limit
+                .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+            refused: None,
+        }
+    }
+
+    fn core_store(&self, builder: &mut WasiCtxBuilder, limits: Limits) -> Store<CoreState> {
+        let state = CoreState {
+            wasi: builder.build_p1(),
+            limits,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s: &mut CoreState| -> &mut dyn ResourceLimiter { &mut s.limits });
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    fn component_store(
+        &self,
+        builder: &mut WasiCtxBuilder,
+        limits: Limits,
+    ) -> Store<ComponentState> {
+        let state = ComponentState {
+            ctx: builder.build(),
+            table: ResourceTable::new(),
+            limits,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s: &mut ComponentState| -> &mut dyn ResourceLimiter { &mut s.limits });
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    /// Runs one instance to its end. Dropping the future stops the instance at
+    /// its next epoch yield.
+    pub async fn run(&self, loaded: &Loaded, spec: RunSpec) -> Outcome {
+        let mut builder = match Self::builder(&spec) {
+            Ok(b) => b,
+            Err(message) => {
+                spec.stdout.finish();
+                spec.stderr.finish();
+                return Outcome::Trapped(message);
+            }
+        };
+        builder
+            .stdin(spec.stop.stdin())
+            .stdout(spec.stdout.clone())
+            .stderr(spec.stderr.clone());
+        let limits = Self::limits(&spec);
         let (result, refused) = match &loaded.program {
             Program::Core(pre) => {
-                let state = CoreState {
-                    wasi: builder.build_p1(),
-                    limits,
-                };
-                let mut store = Store::new(&self.engine, state);
-                store.limiter(|s: &mut CoreState| -> &mut dyn ResourceLimiter { &mut s.limits });
-                store.epoch_deadline_async_yield_and_update(1);
+                let mut store = self.core_store(&mut builder, limits);
                 let result = limited(spec.cpu_limit_milli, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
@@ -374,16 +422,7 @@ impl Runtime {
                 (result, store.into_data().limits.refused)
             }
             Program::Component(pre) => {
-                let state = ComponentState {
-                    ctx: builder.build(),
-                    table: ResourceTable::new(),
-                    limits,
-                };
-                let mut store = Store::new(&self.engine, state);
-                store.limiter(|s: &mut ComponentState| -> &mut dyn ResourceLimiter {
-                    &mut s.limits
-                });
-                store.epoch_deadline_async_yield_and_update(1);
+                let mut store = self.component_store(&mut builder, limits);
                 let result = limited(spec.cpu_limit_milli, async {
                     let command = pre.instantiate_async(&mut store).await?;
                     match command.wasi_cli_run().call_run(&mut store).await? {
@@ -398,6 +437,88 @@ impl Runtime {
         spec.stdout.finish();
         spec.stderr.finish();
         classify(result, refused)
+    }
+
+    /// Runs an `exec` probe: instantiates the program again, in a store of
+    /// its own with the spec's argv, env, preopens and limits (stdin closed,
+    /// output kept for the message), and calls the export `name`, which
+    /// takes nothing and returns an `i32` (`s32`); 0 passes. `_start` is not
+    /// run. `Err` says why the probe failed.
+    ///
+    /// A second instance rather than a call into the running one: a store
+    /// runs one call at a time, and `_start` never returns while the
+    /// program serves. The probe sees what the guest shares with it through
+    /// its volumes, not its memory.
+    ///
+    /// Dropping the future (a timeout) stops the probe at its next epoch yield.
+    pub async fn probe(&self, loaded: &Loaded, spec: &RunSpec, name: &str) -> Result<(), String> {
+        let mut builder = Self::builder(spec)?;
+        let output = MemoryOutputPipe::new(PROBE_OUTPUT_BYTES);
+        builder.stdout(output.clone()).stderr(output.clone());
+        let limits = Self::limits(spec);
+        let (result, refused) = match &loaded.program {
+            Program::Core(pre) => {
+                let mut store = self.core_store(&mut builder, limits);
+                let result = limited(spec.cpu_limit_milli, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let Some(func) = instance.get_func(&mut store, name) else {
+                        return Err(wasmtime::Error::msg(format!(
+                            "the module exports no function \"{name}\""
+                        )));
+                    };
+                    let func = func.typed::<(), i32>(&store).map_err(|_| {
+                        wasmtime::Error::msg(format!(
+                            "\"{name}\" must take no parameters and return an i32"
+                        ))
+                    })?;
+                    func.call_async(&mut store, ()).await
+                })
+                .await;
+                (result, store.into_data().limits.refused)
+            }
+            Program::Component(pre) => {
+                let mut store = self.component_store(&mut builder, limits);
+                let result = limited(spec.cpu_limit_milli, async {
+                    let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+                    let Some(func) = instance.get_func(&mut store, name) else {
+                        return Err(wasmtime::Error::msg(format!(
+                            "the component exports no function \"{name}\""
+                        )));
+                    };
+                    let func = func.typed::<(), (i32,)>(&store).map_err(|_| {
+                        wasmtime::Error::msg(format!(
+                            "\"{name}\" must take no parameters and return an s32"
+                        ))
+                    })?;
+                    let (code,) = func.call_async(&mut store, ()).await?;
+                    Ok(code)
+                })
+                .await;
+                (result, store.into_data().limits.refused)
+            }
+        };
+        let code = match result {
+            Ok(code) => code,
+            // proc_exit(n) in a probe counts as returning n.
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => exit.0,
+                None => match classify(Err(e), refused) {
+                    Outcome::Exited(code) => code,
+                    Outcome::OomKilled(m) | Outcome::Trapped(m) => return Err(m),
+                },
+            },
+        };
+        if code == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&output.contents())
+            .trim()
+            .to_string();
+        Err(if text.is_empty() {
+            format!("{name} returned {code}")
+        } else {
+            format!("{name} returned {code}: {text}")
+        })
     }
 }
 

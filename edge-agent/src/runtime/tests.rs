@@ -41,6 +41,7 @@ impl Fixture {
             mounts: vec![],
             stdout: self.log.stream("stdout"),
             stderr: self.log.stream("stderr"),
+            stop: Default::default(),
         }
     }
 }

@@ -366,6 +366,113 @@ pub struct Container {
     /// Every key of a ConfigMap or Secret as an environment variable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_from: Vec<EnvFromSource>,
+    /// Until it succeeds, liveness and readiness probes wait; failing it
+    /// restarts the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+    /// Failing it restarts the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// Decides the container's `ready` (and the pod's Ready condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+}
+
+/// A health check of a container, with Kubernetes' timing fields. Exactly
+/// one of `exec`, `tcpSocket` and `httpGet` is set. See `docs/runtime.md`
+/// for what each means for a Wasm guest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// Calls an exported function of the program in a fresh instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    /// Opens a TCP connection to one of the pod's ports on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+    /// Sends `GET path` to one of the pod's ports on the node; 200–399 passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    /// Seconds after the container starts before the first probe (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between probes (default 10, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i32>,
+    /// Seconds after which one probe counts as failed (default 1, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive successes that make a failed probe pass again (default 1;
+    /// must be 1 for liveness and startup probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i32>,
+    /// Consecutive failures that make the probe fail (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i32>,
+}
+
+/// `exec`: `command[0]` names a function the program exports, taking no
+/// arguments and returning an `i32` (`s32` in a component): 0 passes.
+/// Further elements are not used (a Wasm export takes no argv).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ExecAction {
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// `tcpSocket`: a port number or the name of one of the container's ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TcpSocketAction {
+    pub port: crate::apps::IntOrString,
+}
+
+/// `httpGet`: plain HTTP only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    /// Defaults to `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub port: crate::apps::IntOrString,
+    /// `HTTP` (the default); `HTTPS` is not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+/// A header sent with an `httpGet` probe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: String,
+}
+
+impl Container {
+    /// The port `port` stands for: a number, or the name of one of the
+    /// container's `ports`.
+    pub fn resolve_port(&self, port: &crate::apps::IntOrString) -> Result<u16, String> {
+        match port {
+            crate::apps::IntOrString::Int(n) => u16::try_from(*n)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("port {n} must be between 1 and 65535")),
+            crate::apps::IntOrString::String(name) => self
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
+                .ok_or_else(|| format!("the container has no port named \"{name}\"")),
+        }
+    }
 }
 
 /// An environment variable: a literal `value`, or `valueFrom` a key of a

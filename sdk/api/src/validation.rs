@@ -54,7 +54,13 @@ impl std::fmt::Display for FieldError {
 pub fn decode_strict<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec<FieldError>> {
     let mut unknown = Vec::new();
     let mut on_unknown = |path: serde_ignored::Path<'_>| {
-        let path = path.to_string();
+        // serde_ignored writes `?` for each `Option` on the way: not a field.
+        let path = path
+            .to_string()
+            .split('.')
+            .filter(|segment| *segment != "?")
+            .collect::<Vec<_>>()
+            .join(".");
         let message = format!("unknown field \"{}\"", last_segment(&path));
         unknown.push(FieldError::new(path, "FieldValueUnknown", message))
     };
@@ -250,6 +256,16 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
                 ));
             }
         }
+        for (field, probe, thresholds_of_one) in [
+            ("startupProbe", &c.startup_probe, true),
+            ("livenessProbe", &c.liveness_probe, true),
+            ("readinessProbe", &c.readiness_probe, false),
+        ] {
+            if let Some(p) = probe {
+                let at_p = format!("{at}.containers[{i}].{field}");
+                validate_probe(c, p, &at_p, thresholds_of_one, errs);
+            }
+        }
     }
     if let Some(p) = &spec.restart_policy
         && !["Always", "OnFailure", "Never"].contains(&p.as_str())
@@ -281,6 +297,113 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
     validate_tolerations(spec, at, errs);
     validate_topology_spread(spec, at, errs);
     validate_env_sources(spec, at, errs);
+}
+
+/// One probe of container `c`, found at `at`. Liveness and startup probes
+/// need `successThreshold` 1, as in Kubernetes.
+fn validate_probe(
+    c: &crate::core::Container,
+    p: &crate::core::Probe,
+    at: &str,
+    success_must_be_one: bool,
+    errs: &mut Vec<FieldError>,
+) {
+    let handlers = [
+        p.exec.is_some(),
+        p.tcp_socket.is_some(),
+        p.http_get.is_some(),
+    ];
+    match handlers.iter().filter(|h| **h).count() {
+        0 => errs.push(
+            FieldError::required(at)
+                .with_message("must specify a handler type: one of exec, tcpSocket, httpGet"),
+        ),
+        1 => {}
+        _ => errs.push(FieldError::new(
+            at,
+            "FieldValueForbidden",
+            "may not specify more than 1 handler type",
+        )),
+    }
+    if let Some(e) = &p.exec {
+        match e.command.first() {
+            None => errs.push(
+                FieldError::required(format!("{at}.exec.command"))
+                    .with_message("Required value: the name of an exported function"),
+            ),
+            Some(name) if name.is_empty() || name.contains('\0') => errs.push(FieldError::invalid(
+                format!("{at}.exec.command[0]"),
+                "must name an exported function",
+            )),
+            Some(_) => {}
+        }
+    }
+    let port_check =
+        |port: &crate::apps::IntOrString, field: String, errs: &mut Vec<FieldError>| {
+            if let Err(m) = c.resolve_port(port) {
+                errs.push(FieldError::invalid(field, m));
+            }
+        };
+    if let Some(t) = &p.tcp_socket {
+        port_check(&t.port, format!("{at}.tcpSocket.port"), errs);
+    }
+    if let Some(h) = &p.http_get {
+        port_check(&h.port, format!("{at}.httpGet.port"), errs);
+        if let Some(s) = &h.scheme
+            && s != "HTTP"
+        {
+            errs.push(not_supported(format!("{at}.httpGet.scheme"), s, &["HTTP"]));
+        }
+        if let Some(path) = &h.path
+            && (!path.starts_with('/')
+                || path
+                    .chars()
+                    .any(|ch| ch.is_ascii_whitespace() || ch.is_ascii_control()))
+        {
+            errs.push(FieldError::invalid(
+                format!("{at}.httpGet.path"),
+                "must start with '/' and contain no spaces or control characters",
+            ));
+        }
+        for (j, header) in h.http_headers.iter().enumerate() {
+            let bad = |v: &str| v.chars().any(|ch| ch == '\r' || ch == '\n');
+            if header.name.is_empty() || header.name.contains(':') || bad(&header.name) {
+                errs.push(FieldError::invalid(
+                    format!("{at}.httpGet.httpHeaders[{j}].name"),
+                    "must be a non-empty header name",
+                ));
+            }
+            if bad(&header.value) {
+                errs.push(FieldError::invalid(
+                    format!("{at}.httpGet.httpHeaders[{j}].value"),
+                    "may not contain line breaks",
+                ));
+            }
+        }
+    }
+    let fields = [
+        ("initialDelaySeconds", p.initial_delay_seconds, 0),
+        ("periodSeconds", p.period_seconds, 1),
+        ("timeoutSeconds", p.timeout_seconds, 1),
+        ("successThreshold", p.success_threshold, 1),
+        ("failureThreshold", p.failure_threshold, 1),
+    ];
+    for (name, value, min) in fields {
+        if let Some(v) = value
+            && v < min
+        {
+            errs.push(FieldError::invalid(
+                format!("{at}.{name}"),
+                format!("must be greater than or equal to {min}"),
+            ));
+        }
+    }
+    if success_must_be_one && p.success_threshold.is_some_and(|s| s != 1) {
+        errs.push(FieldError::invalid(
+            format!("{at}.successThreshold"),
+            "must be 1",
+        ));
+    }
 }
 
 /// A ConfigMap or Secret key: alphanumerics, `-`, `_`, `.`, not `.`/`..`.
@@ -791,6 +914,42 @@ mod tests {
                 "spec.restartPolicy",
             ]
         );
+    }
+
+    #[test]
+    fn probe_rules_name_each_field() {
+        let v = pod(json!({"containers": [{"name": "a", "image": "a:1",
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "startupProbe": {"exec": {"command": ["started"]}, "periodSeconds": 1},
+            "livenessProbe": {"exec": {"command": []}, "tcpSocket": {"port": 80}, "successThreshold": 2},
+            "readinessProbe": {"httpGet": {"port": "web", "path": "health", "scheme": "HTTPS"},
+                "timeoutSeconds": 0, "failureThreshold": 0, "initialDelaySeconds": -1}
+        }, {"name": "b", "image": "b:1",
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "livenessProbe": {},
+            "readinessProbe": {"httpGet": {"port": "http", "path": "/ready"}, "successThreshold": 3}}]}));
+        let p: Pod = decode_strict(v).unwrap();
+        let fields: Vec<String> = validate_pod(&p).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.containers[0].livenessProbe",
+                "spec.containers[0].livenessProbe.exec.command",
+                "spec.containers[0].livenessProbe.successThreshold",
+                "spec.containers[0].readinessProbe.httpGet.port",
+                "spec.containers[0].readinessProbe.httpGet.scheme",
+                "spec.containers[0].readinessProbe.httpGet.path",
+                "spec.containers[0].readinessProbe.initialDelaySeconds",
+                "spec.containers[0].readinessProbe.timeoutSeconds",
+                "spec.containers[0].readinessProbe.failureThreshold",
+                "spec.containers[1].livenessProbe",
+            ]
+        );
+        // Fields a probe does not have are refused, not ignored.
+        let v = pod(json!({"containers": [{"name": "a", "image": "a:1",
+            "livenessProbe": {"grpc": {"port": 9000}}}]}));
+        let errs = decode_strict::<Pod>(v).unwrap_err();
+        assert_eq!(errs[0].field, "spec.containers.0.livenessProbe.grpc");
     }
 
     #[test]
