@@ -240,12 +240,18 @@ async fn batch_job_processes_every_file_once_and_the_report_cronjob_sums_them_up
 }
 
 #[tokio::test]
-async fn config_demo_reads_a_configmap_and_a_secret_and_sees_an_update_without_a_restart() {
+async fn config_demo_reads_a_configmap_and_a_secret_sees_an_update_without_a_restart_and_stops_on_request() {
     let hub = Hub::start().await;
     let agent = hub.agent("edge-1", &[]);
     hub.wait_node_ready("edge-1").await;
     hub.push(&example_wasm("config-demo"), "config-demo:v1");
-    apply(&hub, &manifest("config-demo/manifests.yaml", &[]));
+    // A grace period far longer than the test: only a pod that heeds the
+    // stop signal (the guest SDK's shutdown::sleep) is gone in time.
+    let long_grace = [(
+        "spec:\n  containers:",
+        "spec:\n  terminationGracePeriodSeconds: 3600\n  containers:",
+    )];
+    apply(&hub, &manifest("config-demo/manifests.yaml", &long_grace));
 
     let first = eventually(Duration::from_secs(60), "the greeting", || async {
         lines(&logs(&hub, "config-demo"), "config").pop()
@@ -267,7 +273,10 @@ async fn config_demo_reads_a_configmap_and_a_secret_and_sees_an_update_without_a
         &hub,
         &manifest(
             "config-demo/manifests.yaml",
-            &[("greeting: Hello from a ConfigMap", "greeting: Hello again")],
+            &[
+                ("greeting: Hello from a ConfigMap", "greeting: Hello again"),
+                long_grace[0],
+            ],
         ),
     );
     eventually(Duration::from_secs(60), "the new greeting", || async {
@@ -289,4 +298,20 @@ async fn config_demo_reads_a_configmap_and_a_secret_and_sees_an_update_without_a
     // The secret's value is in neither the pod's log nor the agent's.
     assert!(!logs(&hub, "config-demo").contains("s3cr3t-t0ken"));
     assert!(!agent.proc.output().contains("s3cr3t-t0ken"));
+
+    // Deleted, it hears the stop signal and exits well inside its grace.
+    let out = hub.spoke(&["delete", "pod", "config-demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(60), "the pod to be gone", || async {
+        hub.client()
+            .get::<Value>("/api/v1/namespaces/default/pods/config-demo")
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
 }

@@ -87,7 +87,10 @@ fn install_places_binary_private_config_data_dir_and_an_enabled_unit_and_uninsta
     assert_eq!(parsed.status.code(), Some(64), "{}", text(&parsed));
     let msg = text(&parsed);
     assert!(msg.contains("max-pods"), "{msg}");
-    assert!(!msg.contains("--config"), "the written config must parse: {msg}");
+    assert!(
+        !msg.contains("--config"),
+        "the written config must parse: {msg}"
+    );
 
     // Enabled at boot: the symlink systemctl enable would make.
     let wants = root.join("etc/systemd/system/multi-user.target.wants/spoke-agent.service");
@@ -135,13 +138,31 @@ fn install_refuses_bad_input_naming_the_option_and_leaves_nothing_behind() {
     let agent = bin("spoke-agent");
     let a = agent.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["--hub", "https://h:6443", "--token", "t"], "--binary FILE is required"),
-        (&["--binary", "/nonexistent", "--hub", "mqtt://h"], "--binary /nonexistent: no such file"),
+        (
+            &["--hub", "https://h:6443", "--token", "t"],
+            "--binary FILE is required",
+        ),
+        (
+            &["--binary", "/nonexistent", "--hub", "mqtt://h"],
+            "--binary /nonexistent: no such file",
+        ),
         (&["--binary", a], "--hub URL is required"),
-        (&["--binary", a, "--hub", "https://h:6443"], "--token is required"),
-        (&["--binary", a, "--hub", "ftp://h"], "must start with https://"),
-        (&["--binary", a, "--hub", "mqtt://h", "--name", "pi_1"], "--name pi_1"),
-        (&["--binary", a, "--hub", "mqtt://h", "--ca", "/nonexistent"], "--ca /nonexistent"),
+        (
+            &["--binary", a, "--hub", "https://h:6443"],
+            "--token is required",
+        ),
+        (
+            &["--binary", a, "--hub", "ftp://h"],
+            "must start with https://",
+        ),
+        (
+            &["--binary", a, "--hub", "mqtt://h", "--name", "pi_1"],
+            "--name pi_1",
+        ),
+        (
+            &["--binary", a, "--hub", "mqtt://h", "--ca", "/nonexistent"],
+            "--ca /nonexistent",
+        ),
         (&["--binary", a, "--hub"], "--hub needs a value"),
         (&["--frobnicate"], "unknown option --frobnicate"),
     ];

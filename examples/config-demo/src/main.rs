@@ -7,7 +7,8 @@
 //!   ConfigMap mounted at `/config`, the Secret at `/secret`.
 //!
 //! Every second it re-reads `/config` and logs the greeting when it changed.
-//! The Secret's value is never logged, only its length.
+//! The Secret's value is never logged, only its length. It exits as soon as
+//! the agent asks it to stop.
 
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ fn main() {
             Ok(_) => {}
             Err(e) => spoke_guest::warn!("cannot read /config"; error = e.to_string()),
         }
-        std::thread::sleep(Duration::from_secs(1));
+        if spoke_guest::shutdown::sleep(Duration::from_secs(1)) {
+            spoke_guest::info!("stopping");
+            break;
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! `GREETING` (from the Pod manifest's `env`) is part of each line, so the
 //! manifest visibly reaches the guest. `HELLO_LINES`, when set, makes the
 //! program exit with code 0 after that many lines (a pod that completes);
-//! `HELLO_EXIT_CODE` changes that exit code (a pod that fails).
+//! `HELLO_EXIT_CODE` changes that exit code (a pod that fails). When the
+//! agent asks the pod to stop (its stdin closes), it exits at once.
 
 use std::io::Write;
 use std::time::Duration;
@@ -24,7 +25,10 @@ fn main() {
         if lines.is_some_and(|n| count >= n) {
             break;
         }
-        std::thread::sleep(Duration::from_secs(1));
+        if spoke_guest::shutdown::sleep(Duration::from_secs(1)) {
+            eprintln!("hello: asked to stop");
+            break;
+        }
     }
     eprintln!("hello: done after {count} lines");
     std::process::exit(exit_code);

@@ -61,6 +61,9 @@ fn main() {
         if settings.readings.is_some_and(|n| taken >= n) {
             break;
         }
-        std::thread::sleep(Duration::from_secs(settings.interval_seconds));
+        if spoke_guest::shutdown::sleep(Duration::from_secs(settings.interval_seconds)) {
+            spoke_guest::info!("stopping"; readings = taken);
+            break;
+        }
     }
 }

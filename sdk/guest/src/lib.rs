@@ -11,6 +11,8 @@
 //!   or file.
 //! - [`log`]: one JSON object per line, which `spoke logs` shows as is and
 //!   log tools parse without guessing.
+//! - [`shutdown`]: learn that the agent asks the pod to stop (its stdin
+//!   closes) and use the grace period to finish cleanly.
 //!
 //! ```no_run
 //! use serde::Deserialize;
@@ -29,3 +31,4 @@
 
 pub mod config;
 pub mod log;
+pub mod shutdown;
