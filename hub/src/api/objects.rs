@@ -23,6 +23,7 @@ use spoke_api::validation::FieldError;
 use super::admission::{admit, select_job_pods};
 use super::deletion::{self, DeleteOptions};
 use super::patch;
+use super::table;
 use super::{Error, State as AppState};
 use crate::store::{self, Store, revision_of};
 
@@ -40,12 +41,12 @@ pub(super) fn routes() -> Router<AppState> {
         };
         let item = format!("{coll}/{{name}}");
         if rt.namespaced {
-            router = router.route(&all, get(move |s, p, q| list(s, rt, p, q)));
+            router = router.route(&all, get(move |s, p, q, h| list(s, rt, p, q, h)));
         }
         router = router
             .route(
                 &coll,
-                get(move |s, p, q| list(s, rt, p, q))
+                get(move |s, p, q, h| list(s, rt, p, q, h))
                     .post(move |s, p, q, h, b| create(s, rt, p, q, h, b))
                     .delete(move |s, p, q, l, h, b| delete_collection(s, rt, p, q, l, h, b)),
             )
@@ -72,7 +73,7 @@ enum Sub {
 }
 
 fn object_routes(rt: &'static ResourceType, sub: Sub) -> MethodRouter<AppState> {
-    let r = get(move |s, p| read(s, rt, p, sub))
+    let r = get(move |s, p, q, h| read(s, rt, p, q, h, sub))
         .put(move |s, p, q, h, b| update(s, rt, p, q, h, b, sub))
         .patch(move |s, p, q, h, b| patch_object(s, rt, p, q, h, b, sub));
     if sub == Sub::Main {
@@ -289,6 +290,8 @@ pub(super) struct ListQuery {
     pub(super) limit: Option<usize>,
     #[serde(rename = "continue")]
     pub(super) continue_token: Option<String>,
+    /// What each row of a Table answer carries.
+    pub(super) include_object: Option<String>,
 }
 
 /// A list or watch filter, parsed once per request.
@@ -384,12 +387,14 @@ async fn list(
     rt: &'static ResourceType,
     Path(params): Params,
     Query(q): Query<ListQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
     let (ns, _) = scope(rt, &params);
     let filter = Filter::parse(&q)?;
+    let table = table::requested(&headers, q.include_object.as_deref())?;
     let prefix = store::prefix(rt.plural, ns.as_deref());
     if matches!(q.watch.as_deref(), Some("true" | "1")) {
-        return super::watch::serve(&state.store, rt, &prefix, q, filter).await;
+        return super::watch::serve(&state.store, rt, &prefix, q, filter, table).await;
     }
     let after = match q.continue_token.as_deref().filter(|t| !t.is_empty()) {
         Some(t) => Some(decode_continue(t)?),
@@ -433,6 +438,9 @@ async fn list(
         metadata["continue"] = json!(encode_continue(&Continue { rv: list_rv, after }));
         metadata["remainingItemCount"] = json!(remaining);
     }
+    if let Some(table) = table {
+        return Ok(axum::Json(table.render(rt, &kept, metadata)).into_response());
+    }
     Ok(axum::Json(json!({
         "apiVersion": rt.api_version(),
         "kind": format!("{}List", rt.kind),
@@ -454,14 +462,27 @@ async fn get_current(
         .ok_or_else(|| not_found(rt, name))
 }
 
+/// Query of a read: only what a Table answer carries.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReadQuery {
+    include_object: Option<String>,
+}
+
 async fn read(
     State(state): State<AppState>,
     rt: &'static ResourceType,
     Path(params): Params,
+    Query(q): Query<ReadQuery>,
+    headers: HeaderMap,
     sub: Sub,
 ) -> Result<Response, Error> {
     let (ns, name) = scope(rt, &params);
+    let table = table::requested(&headers, q.include_object.as_deref())?;
     let obj = get_current(&state.store, rt, ns.as_deref(), &name).await?;
+    if let (Some(table), Sub::Main) = (table, sub) {
+        return Ok(axum::Json(table.render_one(rt, &obj)).into_response());
+    }
     let out = view(sub, obj);
     Ok(axum::Json(out).into_response())
 }

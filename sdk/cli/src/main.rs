@@ -2,6 +2,7 @@
 
 mod apply;
 mod get;
+mod jsonpath;
 mod manifest;
 mod token;
 
@@ -62,22 +63,8 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// List or show objects: pods, nodes, namespaces.
-    Get {
-        /// Kind: pods (po), nodes (no), namespaces (ns).
-        kind: String,
-        /// Names to show (all when none).
-        names: Vec<String>,
-        /// Output format: wide, yaml, json or name.
-        #[arg(short, long)]
-        output: Option<String>,
-        /// List across all namespaces.
-        #[arg(short = 'A', long)]
-        all_namespaces: bool,
-        /// Label selector, such as app=hello.
-        #[arg(short = 'l', long)]
-        selector: Option<String>,
-    },
+    /// List or show objects, as kubectl does.
+    Get(get::Args),
     /// Print a pod's log (read from its board through the hub).
     Logs {
         pod: String,
@@ -204,25 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command } => {
             token::run(&ctx.client, command, cli.namespace.as_deref()).await?
         }
-        Command::Get {
-            kind,
-            names,
-            output,
-            all_namespaces,
-            selector,
-        } => {
-            let rt = lookup(&kind)?;
-            let ns = (!all_namespaces).then_some(ctx.namespace.as_str());
-            get::get(
-                &ctx.client,
-                rt,
-                ns,
-                &names,
-                output.as_deref(),
-                selector.as_deref(),
-            )
-            .await?;
-        }
+        Command::Get(args) => get::run(&ctx.client, &ctx.namespace, args).await?,
         Command::Logs { pod, tail, follow } => {
             let text = ctx.client.pod_logs(&ctx.namespace, &pod, tail).await?;
             print!("{text}");
@@ -331,6 +300,14 @@ fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
             known.join(", ")
         )
     })
+}
+
+/// kubectl's wording for a missing object: `pods "x" not found in namespace "y"`.
+pub(crate) fn not_found(rt: &ResourceType, ns: Option<&str>, name: &str) -> String {
+    match ns.filter(|_| rt.namespaced) {
+        Some(ns) => format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural),
+        None => format!("{} \"{name}\" not found", rt.plural),
+    }
 }
 
 /// Turns "pods \"x\" not found" into kubectl's wording with the namespace.
