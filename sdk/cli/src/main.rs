@@ -1,9 +1,14 @@
 //! `spoke`: the command line for a Spoke hub, with kubectl's verbs and habits.
 
 mod apply;
+mod config;
+mod create;
+mod describe;
+mod edit;
 mod get;
 mod jsonpath;
 mod manifest;
+mod rollout;
 mod token;
 
 use std::path::PathBuf;
@@ -87,7 +92,71 @@ enum Command {
         /// Do not wait for pods to stop on their board.
         #[arg(long)]
         wait: Option<bool>,
+        /// Delete the objects of KIND that match this label selector.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Delete every object of KIND in the namespace.
+        #[arg(long)]
+        all: bool,
     },
+    /// Show objects in detail, with their recent events.
+    Describe {
+        /// KIND [NAME...] or KIND/NAME.
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Create objects from manifest files (an existing one is an error), or
+    /// a Deployment from a module.
+    #[command(args_conflicts_with_subcommands = true)]
+    Create {
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        #[command(subcommand)]
+        what: Option<create::What>,
+    },
+    /// Set the replicas of a Deployment or ReplicaSet.
+    Scale {
+        /// KIND/NAME or KIND NAME.
+        #[arg(required = true)]
+        target: Vec<String>,
+        #[arg(long)]
+        replicas: i64,
+    },
+    /// Change a field of an object.
+    Set {
+        #[command(subcommand)]
+        what: SetCommand,
+    },
+    /// Add (KEY=VALUE) or remove (KEY-) labels of an object.
+    Label {
+        /// KIND/NAME or KIND NAME, then KEY=VALUE or KEY-.
+        #[arg(required = true)]
+        args: Vec<String>,
+        /// Allow changing a label that has a value.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Add (KEY=VALUE) or remove (KEY-) annotations of an object.
+    Annotate {
+        /// KIND/NAME or KIND NAME, then KEY=VALUE or KEY-.
+        #[arg(required = true)]
+        args: Vec<String>,
+        /// Allow changing an annotation that has a value.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Follow, list, undo, restart, pause or resume Deployment rollouts.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::Command,
+    },
+    /// Read the config file, or switch its current context.
+    Config {
+        #[command(subcommand)]
+        command: config::Command,
+    },
+    /// Print a shell completion script: `source <(spoke completion bash)`.
+    Completion { shell: clap_complete::Shell },
     /// Print the CLI's and the hub's versions.
     Version,
     /// Print where the hub is.
@@ -96,6 +165,16 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: token::Command,
+    },
+}
+
+#[derive(Subcommand)]
+enum SetCommand {
+    /// Set container modules: `spoke set image deploy/web web=hello:v2`.
+    Image {
+        /// KIND/NAME or KIND NAME, then CONTAINER=MODULE ... (`*` for all).
+        #[arg(required = true)]
+        args: Vec<String>,
     },
 }
 
@@ -161,6 +240,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "spoke", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Config { command } => {
+            config::run(cli.kubeconfig.clone(), cli.context.as_deref(), command)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     if let Command::Version = cli.command {
         println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
         if let Ok(ctx) = connect(&cli)
@@ -175,7 +267,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let ctx = connect(&cli)?;
     match cli.command {
-        Command::Version => unreachable!("handled above"),
+        Command::Version | Command::Completion { .. } | Command::Config { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Describe { args } => describe::run(&ctx.client, &ctx.namespace, &args).await?,
+        Command::Create { files, what } => match what {
+            Some(what) => create::run(&ctx.client, &ctx.namespace, what).await?,
+            None if files.is_empty() => {
+                return Err(anyhow!(
+                    "say what to create: spoke create -f FILE, or spoke create deployment NAME --image=MODULE"
+                ));
+            }
+            None => return create::from_files(&ctx.client, &ctx.namespace, &files).await,
+        },
+        Command::Scale { target, replicas } => {
+            edit::scale(&ctx.client, &ctx.namespace, &target, replicas).await?
+        }
+        Command::Set {
+            what: SetCommand::Image { args },
+        } => edit::set_image(&ctx.client, &ctx.namespace, &args).await?,
+        Command::Label { args, overwrite } => {
+            edit::metadata(
+                &ctx.client,
+                &ctx.namespace,
+                &args,
+                edit::Meta::Labels,
+                overwrite,
+            )
+            .await?
+        }
+        Command::Annotate { args, overwrite } => {
+            edit::metadata(
+                &ctx.client,
+                &ctx.namespace,
+                &args,
+                edit::Meta::Annotations,
+                overwrite,
+            )
+            .await?
+        }
+        Command::Rollout { command } => {
+            return rollout::run(&ctx.client, &ctx.namespace, command).await;
+        }
         Command::ClusterInfo => {
             ctx.client.get::<serde_json::Value>("/version").await?;
             println!("Spoke hub is running at {}", ctx.client.server());
@@ -204,14 +337,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             grace_period,
             wait,
+            selector,
+            all,
         } => {
             let mut targets = Vec::new();
+            if let ([kind], true) = (args.as_slice(), selector.is_some() || all) {
+                for kind in kind.split(',').filter(|k| !k.is_empty()) {
+                    let rt = lookup(kind)?;
+                    let ns = rt.namespaced.then_some(ctx.namespace.as_str());
+                    let mut path = rt.collection_path(ns);
+                    if let Some(sel) = &selector {
+                        path.push_str(&format!("?labelSelector={}", get::encode(sel)));
+                    }
+                    let list: serde_json::Value = ctx.client.get(&path).await?;
+                    for item in list["items"].as_array().into_iter().flatten() {
+                        let name = item["metadata"]["name"].as_str().unwrap_or("");
+                        targets.push((rt, ctx.namespace.clone(), name.to_string()));
+                    }
+                }
+                if targets.is_empty() {
+                    eprintln!("No resources found");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             for doc in manifest::read_all(&files)? {
                 let doc = doc.map_err(|e| anyhow!(e))?;
                 targets.push((doc.rt, doc.namespace(&ctx.namespace), doc.name()));
             }
             match args.as_slice() {
                 [] => {}
+                [_] if selector.is_some() || all => {}
                 [one] if one.contains('/') => {
                     let (kind, name) = one.split_once('/').expect("checked");
                     let rt = lookup(kind)?;
