@@ -311,6 +311,20 @@ async fn kubectl_rolls_out_scales_and_reads_logs_of_a_deployment_on_a_board() {
     let deploy = rows(&k.ok(&["get", "deploy", "hello"]));
     assert_eq!(deploy[1][..4], ["hello", "2/2", "2", "2"]);
 
+    // kubectl describe reads the objects, what they own and their events
+    // through the hub's field selectors.
+    let d = k.ok(&["describe", "deploy", "hello"]);
+    assert!(
+        d.contains("2 desired | 2 updated | 2 total | 2 available"),
+        "{d}"
+    );
+    assert!(d.contains("ScalingReplicaSet"), "{d}");
+    let d = k.ok(&["describe", "pod", &first]);
+    assert!(d.contains("pi-1") && d.contains("hello:v1"), "{d}");
+    assert!(d.contains("Scheduled"), "{d}");
+    let d = k.ok(&["describe", "node", "pi-1"]);
+    assert!(d.contains(&first), "{d}");
+
     let client = hub.client();
     let log = eventually(Duration::from_secs(30), "a line of hello's log", || {
         let out = k.run(&["logs", &first]);

@@ -330,10 +330,17 @@ impl Filter {
                 "involvedObject.name" => "/involvedObject/name",
                 "involvedObject.kind" => "/involvedObject/kind",
                 "involvedObject.uid" => "/involvedObject/uid",
+                // What kubectl describe sends for an object's events.
+                "involvedObject.namespace" => "/involvedObject/namespace",
+                "involvedObject.apiVersion" => "/involvedObject/apiVersion",
+                "involvedObject.resourceVersion" => "/involvedObject/resourceVersion",
+                "involvedObject.fieldPath" => "/involvedObject/fieldPath",
+                "reason" => "/reason",
+                "source" => "/source/component",
                 "type" => "/type",
                 other => {
                     return Err(Error::BadRequest(format!(
-                        "fieldSelector: field label not supported: {other} (supported: metadata.name, metadata.namespace, spec.nodeName, status.phase, involvedObject.name, involvedObject.kind, involvedObject.uid, type)"
+                        "fieldSelector: field label not supported: {other} (supported: metadata.name, metadata.namespace, spec.nodeName, status.phase, involvedObject.name, involvedObject.kind, involvedObject.uid, involvedObject.namespace, involvedObject.apiVersion, involvedObject.resourceVersion, involvedObject.fieldPath, reason, source, type)"
                     )));
                 }
             };
