@@ -380,6 +380,13 @@ async fn cli_errors_name_the_problem_and_exit_non_zero() {
     );
     let err = fails(&hub, &["create", "-f", path]);
     assert!(err.contains("already exists"), "{err}");
+    // One object by KIND/NAME prints as itself; two as a List.
+    let one: Value = serde_json::from_str(&ok(&hub, &["get", "cm/demo", "-o", "json"])).unwrap();
+    assert_eq!(one["kind"], "ConfigMap");
+    let two: Value =
+        serde_json::from_str(&ok(&hub, &["get", "cm/demo", "ns/default", "-o", "json"])).unwrap();
+    assert_eq!(two["kind"], "List");
+    assert_eq!(two["items"].as_array().unwrap().len(), 2);
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,

@@ -123,7 +123,8 @@ pub async fn run(client: &Client, default_ns: &str, args: Args) -> anyhow::Resul
         fetched.push(fetch(client, rt, ns, names, &args).await?);
     }
     let several_kinds = fetched.len() > 1;
-    let one_object = !several_kinds && args.names.len() == 1 && !args.kind.contains(',');
+    // One object asked for by name is printed as itself, else as a List.
+    let one_object = matches!(targets.as_slice(), [(_, names)] if names.len() == 1);
     let all: Vec<Value> = fetched.iter().flat_map(|f| f.items.clone()).collect();
     let document = || {
         if one_object && all.len() == 1 {
@@ -174,7 +175,8 @@ pub async fn run(client: &Client, default_ns: &str, args: Args) -> anyhow::Resul
         };
         let wide = matches!(output, Output::Table { wide: true });
         let printer = Printer::new(f.rt, wide, ns.is_none(), args.show_labels, false);
-        watch(client, f, ns, &args, &output, &printer).await?;
+        let name = targets[0].1.first().map(String::as_str);
+        watch(client, f, ns, name, &args, &output, &printer).await?;
     }
     Ok(())
 }
@@ -241,13 +243,13 @@ async fn watch(
     client: &Client,
     f: &Fetched,
     ns: Option<&str>,
+    name: Option<&str>,
     args: &Args,
     output: &Output,
     printer: &Printer,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let ns = ns.filter(|_| f.rt.namespaced);
-    let name = args.names.first().map(String::as_str);
     let path = format!("{}{}", f.rt.collection_path(ns), query(args, name));
     let from = match &f.revision {
         Some(rv) => rv.clone(),
