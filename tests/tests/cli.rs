@@ -190,12 +190,9 @@ async fn cli_rolls_out_scales_describes_and_rolls_back_a_deployment() {
             let _ = tx.send(l);
         }
     });
-    assert!(
-        lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap()
-            .starts_with("NAME")
-    );
+    let header = lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(header.starts_with("NAME"), "{header}");
+    let ready_at = header.find("READY").unwrap();
     ok(&hub, &["annotate", "deploy", "web", "note=watched"]);
     ok(&hub, &["label", "deploy", "web", "tier=edge"]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -204,7 +201,12 @@ async fn cli_rolls_out_scales_describes_and_rolls_back_a_deployment() {
         let line = lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("get -w printed the changes");
+        // Rows line up under the header printed first.
         assert!(line.starts_with("web "), "{line}");
+        assert!(
+            line[..ready_at].trim_end() == "web" && line[ready_at..].starts_with("2/2"),
+            "{header}\n{line}"
+        );
         seen += 1;
     }
     child.kill().unwrap();

@@ -306,7 +306,7 @@ async fn node(
     }
     if let Some(info) = obj.pointer("/status/nodeInfo").and_then(Value::as_object) {
         out.push_str("System Info:\n");
-        for (k, v) in info {
+        for (k, v) in info.iter().filter(|(_, v)| v.as_str() != Some("")) {
             let _ = writeln!(out, "  {:<18}{}", format!("{k}:"), cell_text(v));
         }
     }

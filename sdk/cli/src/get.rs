@@ -123,6 +123,16 @@ pub async fn run(client: &Client, default_ns: &str, args: Args) -> anyhow::Resul
         fetched.push(fetch(client, rt, ns, names, &args).await?);
     }
     let several_kinds = fetched.len() > 1;
+    if args.watch && several_kinds {
+        return Err(anyhow!("watch is only supported on one kind at a time"));
+    }
+    let wide = matches!(output, Output::Table { wide: true });
+    // One printer per kind, kept for the watch so that its rows line up
+    // under the header printed first.
+    let printers: Vec<Printer> = fetched
+        .iter()
+        .map(|f| Printer::new(f.rt, wide, ns.is_none(), args.show_labels, several_kinds))
+        .collect();
     // One object asked for by name is printed as itself, else as a List.
     let one_object = matches!(targets.as_slice(), [(_, names)] if names.len() == 1);
     let all: Vec<Value> = fetched.iter().flat_map(|f| f.items.clone()).collect();
@@ -148,7 +158,7 @@ pub async fn run(client: &Client, default_ns: &str, args: Args) -> anyhow::Resul
                 }
             }
         }
-        Output::Table { wide } => {
+        Output::Table { .. } => {
             if all.is_empty() && !args.watch {
                 match ns {
                     Some(ns) if targets.iter().any(|(rt, _)| rt.namespaced) => {
@@ -158,25 +168,21 @@ pub async fn run(client: &Client, default_ns: &str, args: Args) -> anyhow::Resul
                 }
             }
             let mut first = true;
-            for f in fetched.iter().filter(|f| !f.items.is_empty() || args.watch) {
+            for (f, printer) in fetched.iter().zip(&printers) {
+                if f.items.is_empty() && !args.watch {
+                    continue;
+                }
                 if !first {
                     println!();
                 }
                 first = false;
-                let printer =
-                    Printer::new(f.rt, *wide, ns.is_none(), args.show_labels, several_kinds);
                 print!("{}", printer.print(&f.items, true));
             }
         }
     }
     if args.watch {
-        let [f] = fetched.as_slice() else {
-            return Err(anyhow!("watch is only supported on one kind at a time"));
-        };
-        let wide = matches!(output, Output::Table { wide: true });
-        let printer = Printer::new(f.rt, wide, ns.is_none(), args.show_labels, false);
         let name = targets[0].1.first().map(String::as_str);
-        watch(client, f, ns, name, &args, &output, &printer).await?;
+        watch(client, &fetched[0], ns, name, &args, &output, &printers[0]).await?;
     }
     Ok(())
 }
