@@ -175,6 +175,45 @@ async fn cli_rolls_out_scales_describes_and_rolls_back_a_deployment() {
     );
     assert!(d.contains("(2 in total)"), "{d}");
 
+    // logs -f prints new lines as the board writes them, and ends when the
+    // pod is deleted.
+    let mut follower = hub
+        .spoke_cmd()
+        .args(["logs", "-f", &pods[0][0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, log) = mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut counts = std::collections::BTreeSet::new();
+    while counts.len() < 3 {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("logs -f kept printing");
+        counts.insert(line);
+    }
+    ok(&hub, &["delete", "pod", &pods[0][0]]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs -f did not end with its pod"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    ok(&hub, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+
     // A watch prints the change as a row under the header.
     let mut child = hub
         .spoke_cmd()

@@ -4,8 +4,8 @@
 //! patch, set image, rollout history, cascading delete; the hub's Table
 //! answers as kubectl prints them (columns, values, `-o wide`, `-A`,
 //! `--show-labels`, `get -w`); and a Deployment run on a real agent
-//! (rollout status, scale, logs, re-apply, delete). `scripts/test` unpacks
-//! kubectl and sets `SPOKE_KUBECTL`.
+//! (rollout status, scale, get all, logs and logs -f, describe, re-apply,
+//! delete). `scripts/test` unpacks kubectl and sets `SPOKE_KUBECTL`.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -308,6 +308,15 @@ async fn kubectl_rolls_out_scales_and_reads_logs_of_a_deployment_on_a_board() {
 
     k.ok(&["scale", "deploy", "hello", "--replicas=2"]);
     k.ok(&["rollout", "status", "deploy/hello", "--timeout=120s"]);
+    // `get all` finds the workload kinds through discovery's categories.
+    let all = k.ok(&["get", "all"]);
+    for want in [
+        "pod/hello-",
+        "deployment.apps/hello",
+        "replicaset.apps/hello-",
+    ] {
+        assert!(all.contains(want), "{want} missing from:\n{all}");
+    }
     let deploy = rows(&k.ok(&["get", "deploy", "hello"]));
     assert_eq!(deploy[1][..4], ["hello", "2/2", "2", "2"]);
 
@@ -333,6 +342,19 @@ async fn kubectl_rolls_out_scales_and_reads_logs_of_a_deployment_on_a_board() {
     })
     .await;
     assert!(log.contains("hello from a Wasm pod"), "{log}");
+
+    // kubectl logs -f keeps printing as the board writes.
+    let (mut follower, lines) = k.spawn(&["logs", "-f", &first]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("kubectl logs -f kept printing");
+        seen.insert(line);
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
 
     // A changed manifest goes through kubectl's patch path and rolls out.
     std::fs::write(&manifest, HELLO.replace("GREETING_VALUE", "bonjour")).unwrap();

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spoke_api::resource::{RESOURCES, ResourceType};
@@ -952,6 +953,26 @@ async fn delete_collection(
 #[serde(rename_all = "camelCase")]
 pub(super) struct LogQuery {
     tail_lines: Option<u64>,
+    follow: Option<bool>,
+}
+
+/// How often a followed log is read again from the board. (The agent
+/// answers log requests; a pushed stream over MQTT would save the polls.)
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many lines each poll of a followed log reads.
+const FOLLOW_WINDOW: u64 = 500;
+
+/// The lines of `now` after the last line of `before` (all of `now` if that
+/// line is gone, e.g. after the log rotated).
+fn new_lines<'a>(before: &str, now: &'a str) -> &'a str {
+    let Some(last) = before.lines().last() else {
+        return now;
+    };
+    let needle = format!("{last}\n");
+    match now.rfind(&needle) {
+        Some(i) => &now[i + needle.len()..],
+        None => now,
+    }
 }
 
 async fn pod_log(
@@ -968,17 +989,57 @@ async fn pod_log(
             "pod \"{name}\" is not scheduled to a node yet, so it has no logs"
         )));
     };
+    let log_error = |e: crate::sync::LogError| match e {
+        crate::sync::LogError::NotConnected(_) => Error::ServiceUnavailable(e.to_string()),
+        crate::sync::LogError::Timeout(_) => Error::Timeout(e.to_string()),
+        crate::sync::LogError::Agent(_) => Error::BadRequest(e.to_string()),
+        crate::sync::LogError::Publish(_) => Error::Internal(e.to_string()),
+    };
     let text = state
         .sync
         .request_logs(node, &namespace, &name, q.tail_lines)
         .await
-        .map_err(|e| match e {
-            crate::sync::LogError::NotConnected(_) => Error::ServiceUnavailable(e.to_string()),
-            crate::sync::LogError::Timeout(_) => Error::Timeout(e.to_string()),
-            crate::sync::LogError::Agent(_) => Error::BadRequest(e.to_string()),
-            crate::sync::LogError::Publish(_) => Error::Internal(e.to_string()),
-        })?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        .map_err(log_error)?;
+    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if q.follow != Some(true) {
+        return Ok((plain, text).into_response());
+    }
+    // `follow=true` (kubectl logs -f): the log so far, then new lines as
+    // they appear, until the pod is gone or has finished, or the board
+    // stops answering.
+    let node = node.to_string();
+    let first = Bytes::from(text.clone());
+    let rest = futures_util::stream::unfold(
+        (state, namespace, name, node, text, false),
+        move |(state, ns, name, node, last, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let pod = state
+                .store
+                .get(&store::key("pods", Some(&ns), &name))
+                .await
+                .ok()
+                .flatten()?;
+            let finished = matches!(
+                pod.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            ) || pod.pointer("/metadata/deletionTimestamp").is_some();
+            let now = state
+                .sync
+                .request_logs(&node, &ns, &name, Some(FOLLOW_WINDOW))
+                .await
+                .ok()?;
+            let new = Bytes::from(new_lines(&last, &now).to_string());
+            Some((
+                Ok::<_, std::convert::Infallible>(new),
+                (state, ns, name, node, now, finished),
+            ))
+        },
+    );
+    let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    Ok((plain, axum::body::Body::from_stream(body)).into_response())
 }
 
 #[cfg(test)]
@@ -1006,6 +1067,14 @@ mod tests {
         assert!(!filter("", "status.phase!=Running").unwrap().matches(&pod));
         assert!(filter("", "spec.unknown=x").is_err());
         assert!(filter("app in (", "").is_err());
+    }
+
+    #[test]
+    fn followed_logs_send_only_new_lines() {
+        assert_eq!(new_lines("a\nb\n", "a\nb\nc\n"), "c\n");
+        assert_eq!(new_lines("", "a\n"), "a\n");
+        assert_eq!(new_lines("x\n", "a\nb\n"), "a\nb\n");
+        assert_eq!(new_lines("a\nb\n", "b\n"), "");
     }
 
     #[test]

@@ -76,7 +76,7 @@ enum Command {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<u64>,
-        /// Keep printing new lines until interrupted.
+        /// Keep printing new lines until the pod finishes or is deleted.
         #[arg(short, long)]
         follow: bool,
     },
@@ -326,10 +326,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Get(args) => get::run(&ctx.client, &ctx.namespace, args).await?,
         Command::Logs { pod, tail, follow } => {
-            let text = ctx.client.pod_logs(&ctx.namespace, &pod, tail).await?;
-            print!("{text}");
+            let pods = lookup("pods")?;
+            let missing = |e: spoke_client::Error| match e.code() {
+                Some(404) => anyhow!(not_found(pods, Some(&ctx.namespace), &pod)),
+                _ => e.into(),
+            };
             if follow {
-                follow_logs(&ctx, &pod, text).await?;
+                use std::io::Write as _;
+                let mut log = ctx
+                    .client
+                    .follow_pod_logs(&ctx.namespace, &pod, tail)
+                    .await
+                    .map_err(missing)?;
+                while let Some(text) = log.next().await {
+                    print!("{}", text?);
+                    std::io::stdout().flush()?;
+                }
+            } else {
+                let text = ctx
+                    .client
+                    .pod_logs(&ctx.namespace, &pod, tail)
+                    .await
+                    .map_err(missing)?;
+                print!("{text}");
             }
         }
         Command::Delete {
@@ -417,33 +436,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Polls the log and prints what is new. (A streamed follow over the MQTT
-/// link is planned; polling keeps the agent simple meanwhile.)
-async fn follow_logs(ctx: &Ctx, pod: &str, mut last: String) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let text = ctx.client.pod_logs(&ctx.namespace, pod, Some(200)).await?;
-        let new = new_lines(&last, &text);
-        print!("{new}");
-        std::io::stdout().flush()?;
-        last = text;
-    }
-}
-
-/// The lines of `now` after the last line of `before` (all of `now` if that
-/// line is gone, e.g. after the log rotated).
-fn new_lines<'a>(before: &str, now: &'a str) -> &'a str {
-    let Some(last) = before.lines().last() else {
-        return now;
-    };
-    let needle = format!("{last}\n");
-    match now.rfind(&needle) {
-        Some(i) => &now[i + needle.len()..],
-        None => now,
-    }
-}
-
 fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
     ResourceType::lookup(kind).ok_or_else(|| {
         let known: Vec<&str> = spoke_api::resource::RESOURCES
@@ -505,18 +497,5 @@ async fn wait_gone(
             }
             Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::new_lines;
-
-    #[test]
-    fn follow_prints_only_new_lines() {
-        assert_eq!(new_lines("a\nb\n", "a\nb\nc\n"), "c\n");
-        assert_eq!(new_lines("", "a\n"), "a\n");
-        assert_eq!(new_lines("x\n", "a\nb\n"), "a\nb\n");
-        assert_eq!(new_lines("a\nb\n", "b\n"), "");
     }
 }
