@@ -215,6 +215,28 @@ async fn kubectl_drives_the_hub() {
         "web:v1"
     );
 
+    // Server-side apply creates, then merges the applied configuration.
+    let ssa = dir.path().join("ssa.yaml");
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: one}\n",
+    )
+    .unwrap();
+    let ssa_path = ssa.to_str().unwrap();
+    let out = k.ok(&["apply", "--server-side", "-f", ssa_path]);
+    assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: two, b: three}\n",
+    )
+    .unwrap();
+    k.ok(&["apply", "--server-side", "-f", ssa_path]);
+    let cm: Value = client
+        .get("/api/v1/namespaces/default/configmaps/ssa")
+        .await
+        .unwrap();
+    assert_eq!(cm["data"], serde_json::json!({"a": "two", "b": "three"}));
+
     k.ok(&["create", "configmap", "demo", "--from-literal=a=b"]);
     let cms = rows(&k.ok(&["get", "cm", "demo"]));
     assert_eq!(cms[0], ["NAME", "DATA", "AGE"]);

@@ -826,14 +826,49 @@ async fn patch_object(
 ) -> Result<Response, Error> {
     let (ns, name) = scope(rt, &params);
     let ct = content_type(&headers);
-    let kind = patch::Kind::from_content_type(ct).ok_or_else(|| {
-        Error::UnsupportedMediaType(format!(
-            "the body of a PATCH must be application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json (got \"{ct}\")"
-        ))
-    })?;
-    let patch_doc: Value = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+    // Server-side apply (`kubectl apply --server-side`), simplified: the
+    // applied configuration creates the object, or is merged into it as a
+    // strategic merge patch. Spoke keeps no managedFields, so there are no
+    // conflicts between managers, and a field dropped from the applied
+    // configuration is left in place rather than removed.
+    let server_side_apply = ct.starts_with("application/apply-patch+yaml") && sub == Sub::Main;
+    let kind = match server_side_apply {
+        true => patch::Kind::Strategic,
+        false => patch::Kind::from_content_type(ct).ok_or_else(|| {
+            Error::UnsupportedMediaType(format!(
+                "the body of a PATCH must be application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json or (on the object itself) application/apply-patch+yaml (got \"{ct}\")"
+            ))
+        })?,
+    };
+    let patch_doc: Value = if server_side_apply {
+        serde_yaml::from_slice(&body).map_err(|e| {
+            Error::BadRequest(format!("the applied configuration is not valid YAML: {e}"))
+        })?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("the patch is not valid JSON: {e}")))?
+    };
     let key = store::key(rt.plural, ns.as_deref(), &name);
+    if server_side_apply && state.store.get(&key).await?.is_none() {
+        let mut value = patch_doc;
+        if !value.is_object() {
+            return Err(Error::BadRequest(
+                "the applied configuration must be an object".into(),
+            ));
+        }
+        if name_of(&value) != name {
+            return Err(Error::BadRequest(format!(
+                "metadata.name \"{}\" of the applied configuration does not match the request path, which is for \"{name}\"",
+                name_of(&value)
+            )));
+        }
+        let warnings = q.unknown_fields(rt, &mut value)?;
+        let created = create_object(&state.store, rt, ns.as_deref(), value).await?;
+        return Ok(with_warnings(
+            (StatusCode::CREATED, axum::Json(created)).into_response(),
+            &warnings,
+        ));
+    }
     // A patch applies to whatever is stored now, so a lost race is retried
     // unless the patch itself pins a resourceVersion.
     for _ in 0..16 {
