@@ -44,10 +44,19 @@ fn groups() -> Vec<&'static str> {
 fn resource_list(group_version: &str, kinds: Vec<&ResourceType>) -> Value {
     let mut resources = Vec::new();
     for rt in kinds {
-        resources.push(json!({
+        let mut entry = json!({
             "name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
             "kind": rt.kind, "verbs": VERBS, "shortNames": rt.short_names,
-        }));
+        });
+        // `kubectl get all` lists the kinds of the "all" category, which in
+        // Kubernetes are the workloads and their pods.
+        if matches!(
+            rt.kind,
+            "Pod" | "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" | "CronJob"
+        ) {
+            entry["categories"] = json!(["all"]);
+        }
+        resources.push(entry);
         let sub = |name: &str, kind: &str, group: Option<&str>, verbs: &[&str]| {
             let mut v = json!({
                 "name": format!("{}/{name}", rt.plural), "singularName": "",
@@ -169,6 +178,7 @@ mod tests {
         assert!(names.contains(&"daemonsets/status"));
         let deploy = &apps["resources"][0];
         assert_eq!(deploy["shortNames"], json!(["deploy"]));
+        assert_eq!(deploy["categories"], json!(["all"]));
         assert!(
             deploy["verbs"]
                 .as_array()

@@ -13,6 +13,7 @@ mod objects;
 mod openapi;
 mod patch;
 pub mod policy;
+mod table;
 mod watch;
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spoke_api::resource::{RESOURCES, ResourceType};
@@ -23,6 +24,7 @@ use spoke_api::validation::FieldError;
 use super::admission::{admit, default_tolerations, has_node_state_tolerations, select_job_pods};
 use super::deletion::{self, DeleteOptions};
 use super::patch;
+use super::table;
 use super::{Error, State as AppState};
 use crate::store::{self, Store, revision_of};
 
@@ -40,12 +42,12 @@ pub(super) fn routes() -> Router<AppState> {
         };
         let item = format!("{coll}/{{name}}");
         if rt.namespaced {
-            router = router.route(&all, get(move |s, p, q| list(s, rt, p, q)));
+            router = router.route(&all, get(move |s, p, q, h| list(s, rt, p, q, h)));
         }
         router = router
             .route(
                 &coll,
-                get(move |s, p, q| list(s, rt, p, q))
+                get(move |s, p, q, h| list(s, rt, p, q, h))
                     .post(move |s, p, q, h, b| create(s, rt, p, q, h, b))
                     .delete(move |s, p, q, l, h, b| delete_collection(s, rt, p, q, l, h, b)),
             )
@@ -74,7 +76,7 @@ enum Sub {
 }
 
 fn object_routes(rt: &'static ResourceType, sub: Sub) -> MethodRouter<AppState> {
-    let r = get(move |s, p| read(s, rt, p, sub))
+    let r = get(move |s, p, q, h| read(s, rt, p, q, h, sub))
         .put(move |s, p, q, h, b| update(s, rt, p, q, h, b, sub))
         .patch(move |s, p, q, h, b| patch_object(s, rt, p, q, h, b, sub));
     if sub == Sub::Main {
@@ -294,6 +296,8 @@ pub(super) struct ListQuery {
     pub(super) limit: Option<usize>,
     #[serde(rename = "continue")]
     pub(super) continue_token: Option<String>,
+    /// What each row of a Table answer carries.
+    pub(super) include_object: Option<String>,
 }
 
 /// A list or watch filter, parsed once per request.
@@ -332,10 +336,17 @@ impl Filter {
                 "involvedObject.name" => "/involvedObject/name",
                 "involvedObject.kind" => "/involvedObject/kind",
                 "involvedObject.uid" => "/involvedObject/uid",
+                // What kubectl describe sends for an object's events.
+                "involvedObject.namespace" => "/involvedObject/namespace",
+                "involvedObject.apiVersion" => "/involvedObject/apiVersion",
+                "involvedObject.resourceVersion" => "/involvedObject/resourceVersion",
+                "involvedObject.fieldPath" => "/involvedObject/fieldPath",
+                "reason" => "/reason",
+                "source" => "/source/component",
                 "type" => "/type",
                 other => {
                     return Err(Error::BadRequest(format!(
-                        "fieldSelector: field label not supported: {other} (supported: metadata.name, metadata.namespace, spec.nodeName, status.phase, involvedObject.name, involvedObject.kind, involvedObject.uid, type)"
+                        "fieldSelector: field label not supported: {other} (supported: metadata.name, metadata.namespace, spec.nodeName, status.phase, involvedObject.name, involvedObject.kind, involvedObject.uid, involvedObject.namespace, involvedObject.apiVersion, involvedObject.resourceVersion, involvedObject.fieldPath, reason, source, type)"
                     )));
                 }
             };
@@ -389,12 +400,14 @@ async fn list(
     rt: &'static ResourceType,
     Path(params): Params,
     Query(q): Query<ListQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
     let (ns, _) = scope(rt, &params);
     let filter = Filter::parse(&q)?;
+    let table = table::requested(&headers, q.include_object.as_deref())?;
     let prefix = store::prefix(rt.plural, ns.as_deref());
     if matches!(q.watch.as_deref(), Some("true" | "1")) {
-        return super::watch::serve(&state.store, rt, &prefix, q, filter).await;
+        return super::watch::serve(&state.store, rt, &prefix, q, filter, table).await;
     }
     let after = match q.continue_token.as_deref().filter(|t| !t.is_empty()) {
         Some(t) => Some(decode_continue(t)?),
@@ -438,6 +451,9 @@ async fn list(
         metadata["continue"] = json!(encode_continue(&Continue { rv: list_rv, after }));
         metadata["remainingItemCount"] = json!(remaining);
     }
+    if let Some(table) = table {
+        return Ok(axum::Json(table.render(rt, &kept, metadata)).into_response());
+    }
     Ok(axum::Json(json!({
         "apiVersion": rt.api_version(),
         "kind": format!("{}List", rt.kind),
@@ -459,14 +475,27 @@ async fn get_current(
         .ok_or_else(|| not_found(rt, name))
 }
 
+/// Query of a read: only what a Table answer carries.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReadQuery {
+    include_object: Option<String>,
+}
+
 async fn read(
     State(state): State<AppState>,
     rt: &'static ResourceType,
     Path(params): Params,
+    Query(q): Query<ReadQuery>,
+    headers: HeaderMap,
     sub: Sub,
 ) -> Result<Response, Error> {
     let (ns, name) = scope(rt, &params);
+    let table = table::requested(&headers, q.include_object.as_deref())?;
     let obj = get_current(&state.store, rt, ns.as_deref(), &name).await?;
+    if let (Some(table), Sub::Main) = (table, sub) {
+        return Ok(axum::Json(table.render_one(rt, &obj)).into_response());
+    }
     let out = view(sub, obj);
     Ok(axum::Json(out).into_response())
 }
@@ -808,14 +837,49 @@ async fn patch_object(
 ) -> Result<Response, Error> {
     let (ns, name) = scope(rt, &params);
     let ct = content_type(&headers);
-    let kind = patch::Kind::from_content_type(ct).ok_or_else(|| {
-        Error::UnsupportedMediaType(format!(
-            "the body of a PATCH must be application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json (got \"{ct}\")"
-        ))
-    })?;
-    let patch_doc: Value = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+    // Server-side apply (`kubectl apply --server-side`), simplified: the
+    // applied configuration creates the object, or is merged into it as a
+    // strategic merge patch. Spoke keeps no managedFields, so there are no
+    // conflicts between managers, and a field dropped from the applied
+    // configuration is left in place rather than removed.
+    let server_side_apply = ct.starts_with("application/apply-patch+yaml") && sub == Sub::Main;
+    let kind = match server_side_apply {
+        true => patch::Kind::Strategic,
+        false => patch::Kind::from_content_type(ct).ok_or_else(|| {
+            Error::UnsupportedMediaType(format!(
+                "the body of a PATCH must be application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json or (on the object itself) application/apply-patch+yaml (got \"{ct}\")"
+            ))
+        })?,
+    };
+    let patch_doc: Value = if server_side_apply {
+        serde_yaml::from_slice(&body).map_err(|e| {
+            Error::BadRequest(format!("the applied configuration is not valid YAML: {e}"))
+        })?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("the patch is not valid JSON: {e}")))?
+    };
     let key = store::key(rt.plural, ns.as_deref(), &name);
+    if server_side_apply && state.store.get(&key).await?.is_none() {
+        let mut value = patch_doc;
+        if !value.is_object() {
+            return Err(Error::BadRequest(
+                "the applied configuration must be an object".into(),
+            ));
+        }
+        if name_of(&value) != name {
+            return Err(Error::BadRequest(format!(
+                "metadata.name \"{}\" of the applied configuration does not match the request path, which is for \"{name}\"",
+                name_of(&value)
+            )));
+        }
+        let warnings = q.unknown_fields(rt, &mut value)?;
+        let created = create_object(&state.store, rt, ns.as_deref(), value).await?;
+        return Ok(with_warnings(
+            (StatusCode::CREATED, axum::Json(created)).into_response(),
+            &warnings,
+        ));
+    }
     // A patch applies to whatever is stored now, so a lost race is retried
     // unless the patch itself pins a resourceVersion.
     for _ in 0..16 {
@@ -935,6 +999,26 @@ async fn delete_collection(
 #[serde(rename_all = "camelCase")]
 pub(super) struct LogQuery {
     tail_lines: Option<u64>,
+    follow: Option<bool>,
+}
+
+/// How often a followed log is read again from the board. (The agent
+/// answers log requests; a pushed stream over MQTT would save the polls.)
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many lines each poll of a followed log reads.
+const FOLLOW_WINDOW: u64 = 500;
+
+/// The lines of `now` after the last line of `before` (all of `now` if that
+/// line is gone, e.g. after the log rotated).
+fn new_lines<'a>(before: &str, now: &'a str) -> &'a str {
+    let Some(last) = before.lines().last() else {
+        return now;
+    };
+    let needle = format!("{last}\n");
+    match now.rfind(&needle) {
+        Some(i) => &now[i + needle.len()..],
+        None => now,
+    }
 }
 
 async fn pod_log(
@@ -951,17 +1035,57 @@ async fn pod_log(
             "pod \"{name}\" is not scheduled to a node yet, so it has no logs"
         )));
     };
+    let log_error = |e: crate::sync::LogError| match e {
+        crate::sync::LogError::NotConnected(_) => Error::ServiceUnavailable(e.to_string()),
+        crate::sync::LogError::Timeout(_) => Error::Timeout(e.to_string()),
+        crate::sync::LogError::Agent(_) => Error::BadRequest(e.to_string()),
+        crate::sync::LogError::Publish(_) => Error::Internal(e.to_string()),
+    };
     let text = state
         .sync
         .request_logs(node, &namespace, &name, q.tail_lines)
         .await
-        .map_err(|e| match e {
-            crate::sync::LogError::NotConnected(_) => Error::ServiceUnavailable(e.to_string()),
-            crate::sync::LogError::Timeout(_) => Error::Timeout(e.to_string()),
-            crate::sync::LogError::Agent(_) => Error::BadRequest(e.to_string()),
-            crate::sync::LogError::Publish(_) => Error::Internal(e.to_string()),
-        })?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        .map_err(log_error)?;
+    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if q.follow != Some(true) {
+        return Ok((plain, text).into_response());
+    }
+    // `follow=true` (kubectl logs -f): the log so far, then new lines as
+    // they appear, until the pod is gone or has finished, or the board
+    // stops answering.
+    let node = node.to_string();
+    let first = Bytes::from(text.clone());
+    let rest = futures_util::stream::unfold(
+        (state, namespace, name, node, text, false),
+        move |(state, ns, name, node, last, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let pod = state
+                .store
+                .get(&store::key("pods", Some(&ns), &name))
+                .await
+                .ok()
+                .flatten()?;
+            let finished = matches!(
+                pod.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            ) || pod.pointer("/metadata/deletionTimestamp").is_some();
+            let now = state
+                .sync
+                .request_logs(&node, &ns, &name, Some(FOLLOW_WINDOW))
+                .await
+                .ok()?;
+            let new = Bytes::from(new_lines(&last, &now).to_string());
+            Some((
+                Ok::<_, std::convert::Infallible>(new),
+                (state, ns, name, node, now, finished),
+            ))
+        },
+    );
+    let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    Ok((plain, axum::body::Body::from_stream(body)).into_response())
 }
 
 /// `POST .../pods/NAME/eviction`, the Eviction API that `kubectl drain`
@@ -1030,6 +1154,14 @@ mod tests {
         assert!(!filter("", "status.phase!=Running").unwrap().matches(&pod));
         assert!(filter("", "spec.unknown=x").is_err());
         assert!(filter("app in (", "").is_err());
+    }
+
+    #[test]
+    fn followed_logs_send_only_new_lines() {
+        assert_eq!(new_lines("a\nb\n", "a\nb\nc\n"), "c\n");
+        assert_eq!(new_lines("", "a\n"), "a\n");
+        assert_eq!(new_lines("x\n", "a\nb\n"), "a\nb\n");
+        assert_eq!(new_lines("a\nb\n", "b\n"), "");
     }
 
     #[test]

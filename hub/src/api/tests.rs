@@ -856,3 +856,76 @@ async fn unknown_fields_are_refused_unless_the_client_asks_to_warn_or_ignore() {
         .await;
     assert_eq!(r.code, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn kubectls_table_requests_get_tables_with_its_columns() {
+    let api = Api::new().await;
+    api.ok(Method::POST, DEPLOYS, Some(deployment("web", "web:v1")))
+        .await;
+    api.ok(
+        Method::POST,
+        CMS,
+        Some(cm("demo", json!({"labels": {"tier": "edge"}}))),
+    )
+    .await;
+    let table = |path: &str| {
+        let req = Request::builder()
+            .uri(path)
+            .header(
+                "accept",
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+            )
+            .body(Body::empty())
+            .unwrap();
+        let app = api.app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let code = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (code, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (code, list) = table(DEPLOYS).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        (list["kind"].as_str(), list["apiVersion"].as_str()),
+        (Some("Table"), Some("meta.k8s.io/v1"))
+    );
+    let names: Vec<&str> = list["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Name",
+            "Ready",
+            "Up-to-date",
+            "Available",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ]
+    );
+    let row = &list["rows"][0];
+    assert_eq!(row["cells"][0], "web");
+    assert_eq!(row["cells"][6], "web:v1");
+    assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
+    assert!(list["metadata"]["resourceVersion"].is_string());
+
+    // One object, with the whole object in the row when asked.
+    let (_, one) = table(&format!("{CMS}/demo?includeObject=Object")).await;
+    assert_eq!(one["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(one["rows"][0]["cells"][1], 1);
+    assert_eq!(one["rows"][0]["object"]["data"]["k"], "v");
+    let (code, _) = table(&format!("{CMS}?includeObject=All")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    // Without the Accept header, the same path answers the object itself.
+    let plain = api.ok(Method::GET, &format!("{CMS}/demo"), None).await;
+    assert_eq!(plain["kind"], "ConfigMap");
+}

@@ -12,6 +12,7 @@ use spoke_api::resource::ResourceType;
 
 use super::Error;
 use super::objects::{Filter, ListQuery};
+use super::table::TableRequest;
 use crate::store::{EventType, Store};
 
 /// How often a watch that asked for bookmarks gets one.
@@ -30,6 +31,7 @@ pub(super) async fn serve(
     prefix: &str,
     q: ListQuery,
     filter: Filter,
+    table: Option<TableRequest>,
 ) -> Result<Response, Error> {
     let from = match q
         .resource_version
@@ -76,7 +78,11 @@ pub(super) async fn serve(
                                     EventType::Modified => "MODIFIED",
                                     EventType::Deleted => "DELETED",
                                 };
-                                let out = line(type_, &event.object);
+                                // kubectl get -w asks for each event as a one-row Table.
+                                let out = match table {
+                                    Some(t) => line(type_, &t.render_one(rt, &event.object)),
+                                    None => line(type_, &event.object),
+                                };
                                 return Some((Ok::<_, std::convert::Infallible>(out), (watch, filter, tick, false)));
                             }
                             false => continue,

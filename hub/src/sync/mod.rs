@@ -526,7 +526,11 @@ impl Worker {
                 "architecture": info.architecture,
                 "operatingSystem": info.operating_system,
                 "kubeletVersion": info.agent_version,
-                "machineId": "",
+                // Kubernetes' other NodeSystemInfo fields are required
+                // strings; the official clients refuse a node without them.
+                "machineID": "", "bootID": "", "systemUUID": "",
+                "containerRuntimeVersion": "", "kernelVersion": "",
+                "kubeProxyVersion": "", "osImage": "",
             },
         });
         let labels = json!({

@@ -775,8 +775,26 @@ pub struct NodeSystemInfo {
     /// The agent's version, where Kubernetes shows the kubelet's.
     #[serde(default)]
     pub kubelet_version: String,
-    #[serde(default)]
+    /// Kubernetes spells it `machineID`; `machineId` (what Spoke wrote
+    /// before) is still read.
+    #[serde(default, rename = "machineID", alias = "machineId")]
     pub machine_id: String,
+    // The rest of Kubernetes' NodeSystemInfo: required (non-null) strings
+    // in its schema, so the official clients refuse a node without them.
+    // Empty where a board has no such thing.
+    #[serde(default, rename = "bootID")]
+    pub boot_id: String,
+    /// The runtime that runs pods: `wasmtime://VERSION` when known.
+    #[serde(default)]
+    pub container_runtime_version: String,
+    #[serde(default)]
+    pub kernel_version: String,
+    #[serde(default)]
+    pub kube_proxy_version: String,
+    #[serde(default)]
+    pub os_image: String,
+    #[serde(default, rename = "systemUUID")]
+    pub system_uuid: String,
 }
 
 impl Node {

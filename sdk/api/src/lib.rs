@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod quantity;
 pub mod resource;
 pub mod selector;
+pub mod table;
 pub mod validation;
 
 pub use crate::core::{Container, Node, Pod, PodSpec, PodStatus};

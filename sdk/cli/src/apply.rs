@@ -83,7 +83,7 @@ async fn apply_one(
 }
 
 /// An API error with each invalid field on its own line.
-fn explain(e: &Error) -> String {
+pub(crate) fn explain(e: &Error) -> String {
     match e {
         Error::Api(status) => match &status.details {
             Some(d) if !d.causes.is_empty() => d

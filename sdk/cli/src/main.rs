@@ -1,9 +1,15 @@
 //! `spoke`: the command line for a Spoke hub, with kubectl's verbs and habits.
 
 mod apply;
+mod config;
+mod create;
+mod describe;
 mod drain;
+mod edit;
 mod get;
+mod jsonpath;
 mod manifest;
+mod rollout;
 mod token;
 
 use std::path::PathBuf;
@@ -63,29 +69,15 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// List or show objects: pods, nodes, namespaces.
-    Get {
-        /// Kind: pods (po), nodes (no), namespaces (ns).
-        kind: String,
-        /// Names to show (all when none).
-        names: Vec<String>,
-        /// Output format: wide, yaml, json or name.
-        #[arg(short, long)]
-        output: Option<String>,
-        /// List across all namespaces.
-        #[arg(short = 'A', long)]
-        all_namespaces: bool,
-        /// Label selector, such as app=hello.
-        #[arg(short = 'l', long)]
-        selector: Option<String>,
-    },
+    /// List or show objects, as kubectl does.
+    Get(get::Args),
     /// Print a pod's log (read from its board through the hub).
     Logs {
         pod: String,
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<u64>,
-        /// Keep printing new lines until interrupted.
+        /// Keep printing new lines until the pod finishes or is deleted.
         #[arg(short, long)]
         follow: bool,
     },
@@ -101,7 +93,71 @@ enum Command {
         /// Do not wait for pods to stop on their board.
         #[arg(long)]
         wait: Option<bool>,
+        /// Delete the objects of KIND that match this label selector.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Delete every object of KIND in the namespace.
+        #[arg(long)]
+        all: bool,
     },
+    /// Show objects in detail, with their recent events.
+    Describe {
+        /// KIND [NAME...] or KIND/NAME.
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
+    /// Create objects from manifest files (an existing one is an error), or
+    /// a Deployment from a module.
+    #[command(args_conflicts_with_subcommands = true)]
+    Create {
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        #[command(subcommand)]
+        what: Option<create::What>,
+    },
+    /// Set the replicas of a Deployment or ReplicaSet.
+    Scale {
+        /// KIND/NAME or KIND NAME.
+        #[arg(required = true)]
+        target: Vec<String>,
+        #[arg(long)]
+        replicas: i64,
+    },
+    /// Change a field of an object.
+    Set {
+        #[command(subcommand)]
+        what: SetCommand,
+    },
+    /// Add (KEY=VALUE) or remove (KEY-) labels of an object.
+    Label {
+        /// KIND/NAME or KIND NAME, then KEY=VALUE or KEY-.
+        #[arg(required = true)]
+        args: Vec<String>,
+        /// Allow changing a label that has a value.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Add (KEY=VALUE) or remove (KEY-) annotations of an object.
+    Annotate {
+        /// KIND/NAME or KIND NAME, then KEY=VALUE or KEY-.
+        #[arg(required = true)]
+        args: Vec<String>,
+        /// Allow changing an annotation that has a value.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Follow, list, undo, restart, pause or resume Deployment rollouts.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::Command,
+    },
+    /// Read the config file, or switch its current context.
+    Config {
+        #[command(subcommand)]
+        command: config::Command,
+    },
+    /// Print a shell completion script: `source <(spoke completion bash)`.
+    Completion { shell: clap_complete::Shell },
     /// Print the CLI's and the hub's versions.
     Version,
     /// Print where the hub is.
@@ -113,6 +169,16 @@ enum Command {
     },
     #[command(flatten)]
     Node(drain::Command),
+}
+
+#[derive(Subcommand)]
+enum SetCommand {
+    /// Set container modules: `spoke set image deploy/web web=hello:v2`.
+    Image {
+        /// KIND/NAME or KIND NAME, then CONTAINER=MODULE ... (`*` for all).
+        #[arg(required = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Connection settings resolved from flags, environment and config file.
@@ -177,6 +243,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "spoke", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Config { command } => {
+            config::run(cli.kubeconfig.clone(), cli.context.as_deref(), command)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     if let Command::Version = cli.command {
         println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
         if let Ok(ctx) = connect(&cli)
@@ -191,7 +270,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let ctx = connect(&cli)?;
     match cli.command {
-        Command::Version => unreachable!("handled above"),
+        Command::Version | Command::Completion { .. } | Command::Config { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Describe { args } => describe::run(&ctx.client, &ctx.namespace, &args).await?,
+        Command::Create { files, what } => match what {
+            Some(what) => create::run(&ctx.client, &ctx.namespace, what).await?,
+            None if files.is_empty() => {
+                return Err(anyhow!(
+                    "say what to create: spoke create -f FILE, or spoke create deployment NAME --image=MODULE"
+                ));
+            }
+            None => return create::from_files(&ctx.client, &ctx.namespace, &files).await,
+        },
+        Command::Scale { target, replicas } => {
+            edit::scale(&ctx.client, &ctx.namespace, &target, replicas).await?
+        }
+        Command::Set {
+            what: SetCommand::Image { args },
+        } => edit::set_image(&ctx.client, &ctx.namespace, &args).await?,
+        Command::Label { args, overwrite } => {
+            edit::metadata(
+                &ctx.client,
+                &ctx.namespace,
+                &args,
+                edit::Meta::Labels,
+                overwrite,
+            )
+            .await?
+        }
+        Command::Annotate { args, overwrite } => {
+            edit::metadata(
+                &ctx.client,
+                &ctx.namespace,
+                &args,
+                edit::Meta::Annotations,
+                overwrite,
+            )
+            .await?
+        }
+        Command::Rollout { command } => {
+            return rollout::run(&ctx.client, &ctx.namespace, command).await;
+        }
         Command::ClusterInfo => {
             ctx.client.get::<serde_json::Value>("/version").await?;
             println!("Spoke hub is running at {}", ctx.client.server());
@@ -208,30 +328,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command } => {
             token::run(&ctx.client, command, cli.namespace.as_deref()).await?
         }
-        Command::Get {
-            kind,
-            names,
-            output,
-            all_namespaces,
-            selector,
-        } => {
-            let rt = lookup(&kind)?;
-            let ns = (!all_namespaces).then_some(ctx.namespace.as_str());
-            get::get(
-                &ctx.client,
-                rt,
-                ns,
-                &names,
-                output.as_deref(),
-                selector.as_deref(),
-            )
-            .await?;
-        }
+        Command::Get(args) => get::run(&ctx.client, &ctx.namespace, args).await?,
         Command::Logs { pod, tail, follow } => {
-            let text = ctx.client.pod_logs(&ctx.namespace, &pod, tail).await?;
-            print!("{text}");
+            let pods = lookup("pods")?;
+            let missing = |e: spoke_client::Error| match e.code() {
+                Some(404) => anyhow!(not_found(pods, Some(&ctx.namespace), &pod)),
+                _ => e.into(),
+            };
             if follow {
-                follow_logs(&ctx, &pod, text).await?;
+                use std::io::Write as _;
+                let mut log = ctx
+                    .client
+                    .follow_pod_logs(&ctx.namespace, &pod, tail)
+                    .await
+                    .map_err(missing)?;
+                while let Some(text) = log.next().await {
+                    print!("{}", text?);
+                    std::io::stdout().flush()?;
+                }
+            } else {
+                let text = ctx
+                    .client
+                    .pod_logs(&ctx.namespace, &pod, tail)
+                    .await
+                    .map_err(missing)?;
+                print!("{text}");
             }
         }
         Command::Delete {
@@ -239,14 +360,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             grace_period,
             wait,
+            selector,
+            all,
         } => {
             let mut targets = Vec::new();
+            if let ([kind], true) = (args.as_slice(), selector.is_some() || all) {
+                for kind in kind.split(',').filter(|k| !k.is_empty()) {
+                    let rt = lookup(kind)?;
+                    let ns = rt.namespaced.then_some(ctx.namespace.as_str());
+                    let mut path = rt.collection_path(ns);
+                    if let Some(sel) = &selector {
+                        path.push_str(&format!("?labelSelector={}", get::encode(sel)));
+                    }
+                    let list: serde_json::Value = ctx.client.get(&path).await?;
+                    for item in list["items"].as_array().into_iter().flatten() {
+                        let name = item["metadata"]["name"].as_str().unwrap_or("");
+                        targets.push((rt, ctx.namespace.clone(), name.to_string()));
+                    }
+                }
+                if targets.is_empty() {
+                    eprintln!("No resources found");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             for doc in manifest::read_all(&files)? {
                 let doc = doc.map_err(|e| anyhow!(e))?;
                 targets.push((doc.rt, doc.namespace(&ctx.namespace), doc.name()));
             }
             match args.as_slice() {
                 [] => {}
+                [_] if selector.is_some() || all => {}
                 [one] if one.contains('/') => {
                     let (kind, name) = one.split_once('/').expect("checked");
                     let rt = lookup(kind)?;
@@ -297,33 +440,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Polls the log and prints what is new. (A streamed follow over the MQTT
-/// link is planned; polling keeps the agent simple meanwhile.)
-async fn follow_logs(ctx: &Ctx, pod: &str, mut last: String) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let text = ctx.client.pod_logs(&ctx.namespace, pod, Some(200)).await?;
-        let new = new_lines(&last, &text);
-        print!("{new}");
-        std::io::stdout().flush()?;
-        last = text;
-    }
-}
-
-/// The lines of `now` after the last line of `before` (all of `now` if that
-/// line is gone, e.g. after the log rotated).
-fn new_lines<'a>(before: &str, now: &'a str) -> &'a str {
-    let Some(last) = before.lines().last() else {
-        return now;
-    };
-    let needle = format!("{last}\n");
-    match now.rfind(&needle) {
-        Some(i) => &now[i + needle.len()..],
-        None => now,
-    }
-}
-
 fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
     ResourceType::lookup(kind).ok_or_else(|| {
         let known: Vec<&str> = spoke_api::resource::RESOURCES
@@ -335,6 +451,14 @@ fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
             known.join(", ")
         )
     })
+}
+
+/// kubectl's wording for a missing object: `pods "x" not found in namespace "y"`.
+pub(crate) fn not_found(rt: &ResourceType, ns: Option<&str>, name: &str) -> String {
+    match ns.filter(|_| rt.namespaced) {
+        Some(ns) => format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural),
+        None => format!("{} \"{name}\" not found", rt.plural),
+    }
 }
 
 /// Turns "pods \"x\" not found" into kubectl's wording with the namespace.
@@ -377,18 +501,5 @@ async fn wait_gone(
             }
             Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::new_lines;
-
-    #[test]
-    fn follow_prints_only_new_lines() {
-        assert_eq!(new_lines("a\nb\n", "a\nb\nc\n"), "c\n");
-        assert_eq!(new_lines("", "a\n"), "a\n");
-        assert_eq!(new_lines("x\n", "a\nb\n"), "a\nb\n");
-        assert_eq!(new_lines("a\nb\n", "b\n"), "");
     }
 }

@@ -66,7 +66,7 @@ pub async fn run(client: &Client, command: Command, namespace: Option<&str>) -> 
                     expires
                         .as_deref()
                         .map_or("<never>".into(), |e| until(e, now)),
-                    crate::get::age(t.metadata.creation_timestamp.as_deref(), now),
+                    spoke_api::table::age(t.metadata.creation_timestamp.as_deref(), now),
                 ]);
             }
             print!("{}", crate::get::align(&rows));
@@ -97,11 +97,9 @@ fn until(at: &str, now: SystemTime) -> String {
     match humantime::parse_rfc3339(at) {
         Ok(t) if t <= now => "expired".into(),
         Ok(t) => {
+            // The same short units as AGE.
             let left = t.duration_since(now).unwrap_or_default();
-            // The same short units as AGE: time from now is age in reverse.
-            let as_if_created = now.checked_sub(left).unwrap_or(now);
-            let text = humantime::format_rfc3339_seconds(as_if_created).to_string();
-            format!("in {}", crate::get::age(Some(&text), now))
+            format!("in {}", spoke_api::table::human_duration(left))
         }
         Err(_) => at.to_string(),
     }

@@ -246,6 +246,30 @@ impl Client {
         self.json(req).await
     }
 
+    /// A pod's log followed (`kubectl logs -f`): the last `tail_lines`
+    /// (all when `None`), then new lines as the board writes them.
+    pub async fn follow_pod_logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        tail_lines: Option<u64>,
+    ) -> Result<LogStream, Error> {
+        let mut req = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/namespaces/{namespace}/pods/{name}/log"),
+            )
+            .query(&[("follow", "true")]);
+        if let Some(n) = tail_lines {
+            req = req.query(&[("tailLines", n)]);
+        }
+        let resp = self.send(req).await?;
+        Ok(LogStream {
+            resp,
+            server: self.server.clone(),
+        })
+    }
+
     /// A pod's log, read from its board through the hub.
     pub async fn pod_logs(
         &self,
@@ -265,6 +289,27 @@ impl Client {
             server: self.server.clone(),
             reason: root_cause(&e),
         })
+    }
+}
+
+/// A followed log (`follow=true`): text as the hub sends it.
+pub struct LogStream {
+    resp: reqwest::Response,
+    server: String,
+}
+
+impl LogStream {
+    /// The next piece of the log, or `None` when the hub ended it (the pod
+    /// is gone or finished, or its board stopped answering).
+    pub async fn next(&mut self) -> Option<Result<String, Error>> {
+        match self.resp.chunk().await {
+            Ok(Some(chunk)) => Some(Ok(String::from_utf8_lossy(&chunk).into_owned())),
+            Ok(None) => None,
+            Err(e) => Some(Err(Error::Unreachable {
+                server: self.server.clone(),
+                reason: root_cause(&e),
+            })),
+        }
     }
 }
 

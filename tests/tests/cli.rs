@@ -1,0 +1,505 @@
+//! The `spoke` CLI end to end: the real binary against a real hub, with a
+//! real agent where pods must run. Each verb is checked by what it prints,
+//! what it changes on the hub, and its exit code, error paths included.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use spoke_e2e::{Hub, example_wasm, free_port};
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Runs `spoke` and insists on success; returns stdout.
+fn ok(hub: &Hub, args: &[&str]) -> String {
+    let out = hub.spoke(args);
+    assert!(
+        out.status.success(),
+        "spoke {args:?} failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs `spoke`, insists on failure; returns stderr.
+fn fails(hub: &Hub, args: &[&str]) -> String {
+    let out = hub.spoke(args);
+    assert!(
+        !out.status.success(),
+        "spoke {args:?} should have failed:\n{}",
+        stdout(&out)
+    );
+    stderr(&out)
+}
+
+/// Runs `spoke` with another config file, insisting on success.
+fn with_config(config: &str, args: &[&str]) -> Output {
+    std::process::Command::new(spoke_e2e::bin("spoke"))
+        .args(["--kubeconfig", config])
+        .args(args)
+        .env_remove("SPOKE_CONFIG")
+        .env_remove("SPOKE_SERVER")
+        .env_remove("SPOKE_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+const STALLED: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stalled}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 2
+  selector: {matchLabels: {app: stalled}}
+  template:
+    metadata: {labels: {app: stalled}}
+    spec:
+      containers: [{name: main, image: 'missing:v1'}]
+";
+
+#[tokio::test]
+async fn cli_rolls_out_scales_describes_and_rolls_back_a_deployment() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("pi-1", &[]);
+    hub.wait_node_ready("pi-1").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    hub.push(&example_wasm("hello"), "hello:v2");
+
+    let out = ok(
+        &hub,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=hello:v1",
+            "--replicas=1",
+        ],
+    );
+    assert_eq!(out.trim(), "deployment.apps/web created");
+    let err = fails(&hub, &["create", "deployment", "web", "--image=hello:v1"]);
+    assert!(err.contains("already exists"), "{err}");
+    let out = ok(
+        &hub,
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+    );
+    assert!(
+        out.trim_end()
+            .ends_with("deployment \"web\" successfully rolled out"),
+        "{out}"
+    );
+
+    // Several kinds at once, names qualified by kind.
+    let both = ok(&hub, &["get", "deploy,pods"]);
+    let t = rows(&both);
+    assert_eq!(t[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(t[1][..4], ["deployment.apps/web", "1/1", "1", "1"]);
+    assert_eq!(t[3], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert!(t[4][0].starts_with("pod/web-"), "{both}");
+    assert_eq!(t[4][1..3], ["1/1", "Running"]);
+    let labels = rows(&ok(&hub, &["get", "pods", "--show-labels"]));
+    assert_eq!(labels[0].last().unwrap(), "LABELS");
+    assert!(labels[1].last().unwrap().contains("app=web"), "{labels:?}");
+    assert_eq!(
+        ok(
+            &hub,
+            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]
+        ),
+        "1"
+    );
+
+    ok(&hub, &["scale", "deploy/web", "--replicas=2"]);
+    ok(
+        &hub,
+        &["rollout", "status", "deploy", "web", "--timeout=120s"],
+    );
+    let pods = ok(
+        &hub,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
+        ],
+    );
+    let pods: Vec<Vec<String>> = rows(&pods);
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    assert!(pods.iter().all(|p| p[1] == "pi-1"), "{pods:?}");
+
+    // describe: pods with their events, deployments with their
+    // ReplicaSets, nodes with their pods.
+    let d = ok(&hub, &["describe", "pod", &pods[0][0]]);
+    for (field, value) in [
+        ("Node:", "pi-1"),
+        ("Status:", "Running"),
+        ("Image:", "hello:v1"),
+        ("Controlled By:", "ReplicaSet/web-"),
+        ("Events:", ""),
+    ] {
+        assert!(
+            d.lines()
+                .any(|l| l.trim_start().starts_with(field) && l.contains(value)),
+            "{field} {value} missing from:\n{d}"
+        );
+    }
+    assert!(d.contains("Scheduled"), "{d}");
+    let d = ok(&hub, &["describe", "deploy/web"]);
+    assert!(
+        d.contains("2 desired | 2 updated | 2 total | 2 available"),
+        "{d}"
+    );
+    assert!(
+        d.contains("NewReplicaSet:") && d.contains("ScalingReplicaSet"),
+        "{d}"
+    );
+    let d = ok(&hub, &["describe", "node", "pi-1"]);
+    assert!(
+        d.lines()
+            .any(|l| l.starts_with("Status:") && l.ends_with("Ready")),
+        "{d}"
+    );
+    assert!(d.contains("(2 in total)"), "{d}");
+
+    // logs -f prints new lines as the board writes them, and ends when the
+    // pod is deleted.
+    let mut follower = hub
+        .spoke_cmd()
+        .args(["logs", "-f", &pods[0][0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, log) = mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut counts = std::collections::BTreeSet::new();
+    while counts.len() < 3 {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("logs -f kept printing");
+        counts.insert(line);
+    }
+    ok(&hub, &["delete", "pod", &pods[0][0]]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs -f did not end with its pod"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    ok(&hub, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+
+    // A watch prints the change as a row under the header.
+    let mut child = hub
+        .spoke_cmd()
+        .args(["get", "deploy", "web", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let header = lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(header.starts_with("NAME"), "{header}");
+    let ready_at = header.find("READY").unwrap();
+    ok(&hub, &["annotate", "deploy", "web", "note=watched"]);
+    ok(&hub, &["label", "deploy", "web", "tier=edge"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while seen < 3 {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("get -w printed the changes");
+        // Rows line up under the header printed first.
+        assert!(line.starts_with("web "), "{line}");
+        assert!(
+            line[..ready_at].trim_end() == "web" && line[ready_at..].starts_with("2/2"),
+            "{header}\n{line}"
+        );
+        seen += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Labels and annotations: set, refuse to overwrite, overwrite, remove.
+    let err = fails(&hub, &["label", "deploy", "web", "tier=core"]);
+    assert!(
+        err.contains("'tier' already has a value (edge), and --overwrite is false"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(
+            &hub,
+            &["label", "deploy", "web", "tier=core", "--overwrite"]
+        )
+        .trim(),
+        "deployment.apps/web labeled"
+    );
+    ok(&hub, &["label", "deploy/web", "tier-"]);
+    ok(&hub, &["annotate", "deploy/web", "note-"]);
+    let meta = ok(&hub, &["get", "deploy", "web", "-o", "json"]);
+    let meta: Value = serde_json::from_str(&meta).unwrap();
+    assert!(meta["metadata"]["labels"].get("tier").is_none(), "{meta}");
+    assert!(
+        meta["metadata"]["annotations"].get("note").is_none(),
+        "{meta}"
+    );
+
+    // set image rolls out a second revision; undo brings the first back.
+    let err = fails(&hub, &["set", "image", "deploy/web", "nope=hello:v2"]);
+    assert!(
+        err.contains("unable to find container named \"nope\""),
+        "{err}"
+    );
+    assert_eq!(
+        ok(&hub, &["set", "image", "deploy/web", "hello=hello:v2"]).trim(),
+        "deployment.apps/web image updated"
+    );
+    ok(&hub, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let history = rows(&ok(&hub, &["rollout", "history", "deploy/web"]));
+    assert_eq!(history[1], ["REVISION", "CHANGE-CAUSE"]);
+    assert_eq!(history[2][0], "1");
+    assert_eq!(history[3][0], "2");
+    assert_eq!(
+        ok(&hub, &["rollout", "undo", "deploy/web"]).trim(),
+        "deployment.apps/web rolled back"
+    );
+    ok(&hub, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let image = "jsonpath={.spec.template.spec.containers[0].image}";
+    assert_eq!(ok(&hub, &["get", "deploy", "web", "-o", image]), "hello:v1");
+
+    // restart stamps the template; pause and resume flip spec.paused.
+    ok(&hub, &["rollout", "restart", "deploy/web"]);
+    let stamp = ok(
+        &hub,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}",
+        ],
+    );
+    assert!(stamp.starts_with("20"), "{stamp}");
+    ok(&hub, &["rollout", "status", "deploy/web", "--timeout=120s"]);
+    ok(&hub, &["rollout", "pause", "deploy/web"]);
+    let err = fails(&hub, &["rollout", "pause", "deploy/web"]);
+    assert!(err.contains("already paused"), "{err}");
+    assert_eq!(
+        ok(
+            &hub,
+            &["get", "deploy", "web", "-o", "jsonpath={.spec.paused}"]
+        ),
+        "true"
+    );
+    ok(&hub, &["rollout", "resume", "deploy/web"]);
+
+    // Events, in kubectl's columns.
+    let events = rows(&ok(&hub, &["get", "events"]));
+    assert_eq!(
+        events[0],
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.get(2).map(String::as_str) == Some("Scheduled")),
+        "{events:?}"
+    );
+
+    // A rollout that cannot progress: status fails past the deadline, and
+    // --timeout gives up on its own.
+    let out = hub.apply(STALLED);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = fails(
+        &hub,
+        &["rollout", "status", "deploy/stalled", "--timeout=1s"],
+    );
+    assert!(err.contains("timed out waiting for the rollout"), "{err}");
+    let err = fails(
+        &hub,
+        &["rollout", "status", "deploy/stalled", "--timeout=120s"],
+    );
+    assert!(
+        err.contains("deployment \"stalled\" exceeded its progress deadline"),
+        "{err}"
+    );
+
+    ok(&hub, &["delete", "deploy", "web", "stalled"]);
+}
+
+#[tokio::test]
+async fn cli_errors_name_the_problem_and_exit_non_zero() {
+    let hub = Hub::start().await;
+
+    let port = free_port();
+    let out = spoke_e2e::spoke_cmd(&format!("https://127.0.0.1:{port}"), &["get", "pods"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot reach the hub at https://127.0.0.1:{port}"))
+            && err.contains("(is spoke-hub running?)"),
+        "{err}"
+    );
+
+    let err = fails(&hub, &["get", "pods", "nope"]);
+    assert!(
+        err.contains("pods \"nope\" not found in namespace \"default\""),
+        "{err}"
+    );
+    let err = fails(&hub, &["get", "gadgets"]);
+    assert!(
+        err.contains("the server doesn't have a resource type \"gadgets\""),
+        "{err}"
+    );
+    let err = fails(&hub, &["get", "pods", "-o", "bogus"]);
+    assert!(err.contains("unable to match a printer"), "{err}");
+    let err = fails(&hub, &["get", "pods", "-o", "jsonpath={.items"]);
+    assert!(err.contains("error parsing jsonpath"), "{err}");
+    let err = fails(&hub, &["describe", "pod", "nope"]);
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+    let err = fails(&hub, &["scale", "deploy/nope", "--replicas=2"]);
+    assert!(
+        err.contains("deployments \"nope\" not found in namespace \"default\""),
+        "{err}"
+    );
+    let err = fails(&hub, &["scale", "cm/x", "--replicas=2"]);
+    assert!(err.contains("configmaps cannot be scaled"), "{err}");
+    let err = fails(&hub, &["rollout", "status", "deploy/nope"]);
+    assert!(err.contains("deployments \"nope\" not found"), "{err}");
+    let err = fails(&hub, &["rollout", "status", "cm/x"]);
+    assert!(err.contains("deployments only"), "{err}");
+    let err = fails(&hub, &["label", "cm", "nope", "a=b"]);
+    assert!(err.contains("configmaps \"nope\" not found"), "{err}");
+    let err = fails(&hub, &["create"]);
+    assert!(err.contains("say what to create"), "{err}");
+    let err = fails(&hub, &["--context", "nope", "get", "pods"]);
+    assert!(err.contains("context \"nope\" not found"), "{err}");
+
+    // create -f creates once; an invalid manifest names the field.
+    let dir = tempfile::tempdir().unwrap();
+    let cm = dir.path().join("cm.yaml");
+    std::fs::write(
+        &cm,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo, labels: {tier: edge}}\ndata: {a: b}\n",
+    )
+    .unwrap();
+    let path = cm.to_str().unwrap();
+    assert_eq!(
+        ok(&hub, &["create", "-f", path]).trim(),
+        "configmap/demo created"
+    );
+    let err = fails(&hub, &["create", "-f", path]);
+    assert!(err.contains("already exists"), "{err}");
+    // One object by KIND/NAME prints as itself; two as a List.
+    let one: Value = serde_json::from_str(&ok(&hub, &["get", "cm/demo", "-o", "json"])).unwrap();
+    assert_eq!(one["kind"], "ConfigMap");
+    let two: Value =
+        serde_json::from_str(&ok(&hub, &["get", "cm/demo", "ns/default", "-o", "json"])).unwrap();
+    assert_eq!(two["kind"], "List");
+    assert_eq!(two["items"].as_array().unwrap().len(), 2);
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec: {replicas: -1, selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: [{name: m, image: m:v1}]}}}\n",
+    )
+    .unwrap();
+    let err = fails(&hub, &["create", "-f", bad.to_str().unwrap()]);
+    assert!(err.contains("spec.replicas"), "{err}");
+
+    // Listing: all namespaces, nothing found, delete by selector and --all.
+    let all = rows(&ok(&hub, &["get", "cm", "-A"]));
+    assert_eq!(all[0], ["NAMESPACE", "NAME", "DATA", "AGE"]);
+    let out = hub.spoke(&["get", "pods,deploy"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("No resources found in default namespace."),
+        "{}",
+        stderr(&out)
+    );
+    ok(
+        &hub,
+        &[
+            "create",
+            "deployment",
+            "other",
+            "--image=hello:v1",
+            "--replicas=0",
+        ],
+    );
+    ok(&hub, &["label", "deploy/other", "tier=edge"]);
+    let out = ok(&hub, &["delete", "cm,deploy", "-l", "tier=edge"]);
+    assert!(out.contains("configmap/demo deleted"), "{out}");
+    ok(&hub, &["delete", "deploy", "--all"]);
+    assert_eq!(
+        ok(&hub, &["get", "deploy", "-o", "name"]),
+        "",
+        "every Deployment deleted"
+    );
+
+    // Config: view hides the token, contexts can be listed and switched.
+    let config = dir.path().join("config");
+    std::fs::copy(hub.config_path(), &config).unwrap();
+    let cfg = config.to_str().unwrap();
+    let token = hub.target().token.unwrap();
+    let view = stdout(&with_config(cfg, &["config", "view"]));
+    assert!(
+        view.contains("REDACTED") && !view.contains(&token),
+        "{view}"
+    );
+    let raw = stdout(&with_config(cfg, &["config", "view", "--raw"]));
+    assert!(raw.contains(&token));
+    let current = stdout(&with_config(cfg, &["config", "current-context"]));
+    let current = current.trim();
+    let contexts = stdout(&with_config(cfg, &["config", "get-contexts"]));
+    assert!(
+        contexts
+            .lines()
+            .any(|l| l.starts_with('*') && l.contains(current)),
+        "{contexts}"
+    );
+    let out = with_config(cfg, &["config", "use-context", "nope"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no context exists with the name \"nope\""),
+        "{err}"
+    );
+    let out = stdout(&with_config(cfg, &["config", "use-context", current]));
+    assert_eq!(out.trim(), format!("Switched to context \"{current}\"."));
+
+    // Completion scripts for the three shells.
+    assert!(ok(&hub, &["completion", "bash"]).contains("_spoke"));
+    assert!(ok(&hub, &["completion", "zsh"]).contains("#compdef spoke"));
+    assert!(ok(&hub, &["completion", "fish"]).contains("complete -c spoke"));
+}
