@@ -191,6 +191,12 @@ pub enum Up {
     /// Asks for module bytes from `offset`; answered on the module topic.
     #[serde(rename_all = "camelCase")]
     ModuleRequest { id: u64, image: String, offset: u64 },
+    /// The agent got a [`Down::Delta`] that does not start at its applied
+    /// revision (it missed something): the hub answers as it does a
+    /// `Hello`, with `UpToDate`, a delta from `applied_revision`, or a
+    /// snapshot.
+    #[serde(rename_all = "camelCase")]
+    Resync { applied_revision: u64 },
     /// Answer to [`Down::Logs`].
     #[serde(rename_all = "camelCase")]
     Logs {
@@ -206,12 +212,26 @@ pub enum Up {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Down {
-    /// Everything the node should run at `revision`. Pods not listed must
-    /// not run.
+    /// A snapshot: everything the node should run at `revision`. Pods not
+    /// listed must not run. Applied only if `revision` is above the agent's.
     #[serde(rename_all = "camelCase")]
     Desired {
         revision: u64,
         pods: Vec<DesiredPod>,
+    },
+    /// What changed between `from_revision` and `revision`: pods to add or
+    /// replace (by namespace/name) and the uids of pods removed. Applied
+    /// only by an agent whose applied revision is exactly `from_revision`;
+    /// one at or past `revision` ignores it (a duplicate or a replay), any
+    /// other answers [`Up::Resync`].
+    #[serde(rename_all = "camelCase")]
+    Delta {
+        from_revision: u64,
+        revision: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pods: Vec<DesiredPod>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deleted: Vec<String>,
     },
     /// The agent's revision is current: nothing to do.
     #[serde(rename_all = "camelCase")]
@@ -336,6 +356,21 @@ mod tests {
             String::from_utf8(down.encode()).unwrap(),
             r#"{"type":"upToDate","revision":3}"#
         );
+        let delta = Down::Delta {
+            from_revision: 3,
+            revision: 5,
+            pods: vec![],
+            deleted: vec!["u1".into()],
+        };
+        assert_eq!(Down::decode(&delta.encode()).unwrap(), delta);
+        assert_eq!(
+            String::from_utf8(delta.encode()).unwrap(),
+            r#"{"type":"delta","fromRevision":3,"revision":5,"deleted":["u1"]}"#
+        );
+        let resync = Up::Resync {
+            applied_revision: 4,
+        };
+        assert_eq!(Up::decode(&resync.encode()).unwrap(), resync);
     }
 
     #[test]
