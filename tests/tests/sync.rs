@@ -437,3 +437,113 @@ async fn malformed_and_oversized_payloads_are_dropped_with_the_embedded_broker()
 async fn malformed_and_oversized_payloads_are_dropped_with_mosquitto() {
     malformed_and_oversized_payloads_are_dropped(true).await;
 }
+
+fn ready(node: &Value) -> Option<&str> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?["status"]
+        .as_str()
+}
+
+/// Waits until the node's status shows its agent has acknowledged the
+/// hub's revision, and returns that revision.
+async fn in_sync(hub: &Hub) -> u64 {
+    eventually(
+        Duration::from_secs(60),
+        "the node to show it is in sync",
+        || async {
+            let node: Value = hub
+                .client()
+                .get(&format!("/api/v1/nodes/{NODE}"))
+                .await
+                .ok()?;
+            let sync = &node["status"]["sync"];
+            let applied = sync["appliedRevision"].as_u64()?;
+            (applied > 0 && Some(applied) == sync["desiredRevision"].as_u64()).then_some(applied)
+        },
+    )
+    .await
+}
+
+async fn hub_restart_keeps_nodes_ready_and_status_shows_the_acknowledged_revision(mosquitto: bool) {
+    // A short grace, so that a flap would show within the test.
+    let grace = if mosquitto { "3s" } else { "15s" };
+    let broker = if mosquitto {
+        Some(Mosquitto::start().await)
+    } else {
+        None
+    };
+    let mut hub = Hub::start_opts(
+        broker.as_ref().map(|b| b.url.as_str()),
+        &["--node-grace", grace],
+    )
+    .await;
+    let mut agent = hub.agent(NODE, &[]);
+    hub.wait_node_ready(NODE).await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    apply(&hub, &pod_manifest("keep", "hello:v1", "Always", &[]));
+    running(&hub, "keep").await;
+    let first = in_sync(&hub).await;
+    let yaml = String::from_utf8_lossy(&hub.spoke(&["get", "nodes", NODE, "-o", "yaml"]).stdout)
+        .to_string();
+    assert!(
+        yaml.contains(&format!("appliedRevision: {first}"))
+            && yaml.contains(&format!("desiredRevision: {first}")),
+        "{yaml}"
+    );
+
+    hub.restart().await;
+    // For longer than the grace, the node never leaves Ready.
+    let window = humantime::parse_duration(grace).unwrap() + Duration::from_secs(5);
+    let end = tokio::time::Instant::now() + window;
+    let mut seen = 0;
+    while tokio::time::Instant::now() < end {
+        if let Ok(node) = hub
+            .client()
+            .get::<Value>(&format!("/api/v1/nodes/{NODE}"))
+            .await
+        {
+            assert_eq!(
+                ready(&node),
+                Some("True"),
+                "node flapped after a hub restart: {node}"
+            );
+            seen += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen > 10);
+    // The pod was not restarted, and the node is in sync again.
+    assert_eq!(
+        read(&log_path(&agent, "keep")).matches("count=1\n").count(),
+        1
+    );
+    assert!(in_sync(&hub).await >= first);
+
+    // The same check does see a node that is really gone.
+    agent.proc.kill();
+    eventually(
+        window + Duration::from_secs(60),
+        "the node to become NotReady",
+        || async {
+            let node: Value = hub
+                .client()
+                .get(&format!("/api/v1/nodes/{NODE}"))
+                .await
+                .ok()?;
+            (ready(&node) == Some("Unknown")).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hub_restart_keeps_nodes_ready_with_the_embedded_broker() {
+    hub_restart_keeps_nodes_ready_and_status_shows_the_acknowledged_revision(false).await;
+}
+
+#[tokio::test]
+async fn hub_restart_keeps_nodes_ready_with_mosquitto() {
+    hub_restart_keeps_nodes_ready_and_status_shows_the_acknowledged_revision(true).await;
+}

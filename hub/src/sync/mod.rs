@@ -634,6 +634,9 @@ impl Worker {
                     status["conditions"][0]["lastTransitionTime"] =
                         prev["lastTransitionTime"].clone();
                 }
+                if let Some(sync) = cur.pointer("/status/sync") {
+                    status["sync"] = sync.clone();
+                }
                 next["status"] = status;
                 for (k, v) in labels.as_object().expect("labels are a map") {
                     next["metadata"]["labels"][k] = v.clone();
@@ -644,8 +647,15 @@ impl Worker {
         Ok(())
     }
 
+    /// Records a desired or applied revision on the Node: in
+    /// `status.sync` and in an annotation, in one write.
     async fn annotate_node(&self, node: &str, annotation: &str, revision: u64) {
         let value = json!(revision.to_string());
+        let field = if annotation == annotations::DESIRED_REVISION {
+            "desiredRevision"
+        } else {
+            "appliedRevision"
+        };
         let result = self
             .store
             .modify(&node_key(node), |cur| {
@@ -653,6 +663,7 @@ impl Worker {
                     .pointer("/metadata/annotations")
                     .and_then(|a| a.get(annotation))
                     == Some(&value)
+                    && cur.pointer(&format!("/status/sync/{field}")) == Some(&json!(revision))
                 {
                     return None;
                 }
@@ -661,6 +672,13 @@ impl Worker {
                     next["metadata"]["annotations"] = json!({});
                 }
                 next["metadata"]["annotations"][annotation] = value.clone();
+                if !next["status"].is_object() {
+                    next["status"] = json!({});
+                }
+                if !next["status"]["sync"].is_object() {
+                    next["status"]["sync"] = json!({"desiredRevision": 0, "appliedRevision": 0});
+                }
+                next["status"]["sync"][field] = json!(revision);
                 Some(next)
             })
             .await;
