@@ -17,6 +17,10 @@ struct Shared {
     /// Server → client bytes.
     down: AtomicU64,
     cut: AtomicBool,
+    /// When bytes last went through, in ns since `origin` (0: not since reset).
+    first: AtomicU64,
+    last: AtomicU64,
+    origin: std::time::Instant,
     /// Bumped on every cut: connections open then are closed.
     epoch: watch::Sender<u64>,
 }
@@ -38,6 +42,9 @@ impl TcpProxy {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
             cut: AtomicBool::new(false),
+            first: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            origin: std::time::Instant::now(),
             epoch: watch::channel(0).0,
         });
         let target = target.to_string();
@@ -78,6 +85,31 @@ impl TcpProxy {
         self.shared.cut.store(false, Ordering::SeqCst);
     }
 
+    /// Zeroes the byte counts and the activity times.
+    pub fn reset(&self) {
+        for c in [
+            &self.shared.up,
+            &self.shared.down,
+            &self.shared.first,
+            &self.shared.last,
+        ] {
+            c.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// When the first and the last bytes since [`TcpProxy::reset`] went
+    /// through, if any did.
+    pub fn activity(&self) -> Option<(std::time::Instant, std::time::Instant)> {
+        let at = |ns: u64| self.shared.origin + std::time::Duration::from_nanos(ns);
+        match (
+            self.shared.first.load(Ordering::SeqCst),
+            self.shared.last.load(Ordering::SeqCst),
+        ) {
+            (0, _) => None,
+            (f, l) => Some((at(f), at(l))),
+        }
+    }
+
     /// Bytes carried so far: (client → server, server → client).
     pub fn bytes(&self) -> (u64, u64) {
         (
@@ -113,6 +145,11 @@ async fn pipe(
         };
         let counter = if up { &shared.up } else { &shared.down };
         counter.fetch_add(n as u64, Ordering::SeqCst);
+        let now = (shared.origin.elapsed().as_nanos() as u64).max(1);
+        let _ = shared
+            .first
+            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        shared.last.fetch_max(now, Ordering::SeqCst);
         if to.write_all(&buf[..n]).await.is_err() {
             break;
         }

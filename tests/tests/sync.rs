@@ -227,6 +227,12 @@ async fn partition_with_changes_converges_exactly_and_replays_change_nothing(mos
         running(&hub, name).await;
     }
     let keep_before = instance(&hub, "keep").await;
+    // A pod that ends on its own about 20 s from now: while the link is down.
+    apply(
+        &hub,
+        &pod_manifest("ends", "hello:v1", "Never", &[("HELLO_LINES", "20")]),
+    );
+    running(&hub, "ends").await;
 
     // The link goes down.
     link.cut().await;
@@ -260,10 +266,23 @@ async fn partition_with_changes_converges_exactly_and_replays_change_nothing(mos
     c.delete("/api/v1/namespaces/default/pods/gone", Some(0))
         .await
         .unwrap();
-    assert_eq!(pod_names(&hub).await, ["del", "keep", "new", "upd"]);
+    assert_eq!(pod_names(&hub).await, ["del", "ends", "keep", "new", "upd"]);
     // None of it reached the board.
     assert!(!log_path(&agent, "new").exists());
     assert!(!read(&log_path(&agent, "upd")).contains("v2 from"));
+    // On the board, a status changes that the hub cannot hear about now.
+    eventually(
+        Duration::from_secs(60),
+        "ends to end on the board",
+        || async {
+            read(&log_path(&agent, "ends"))
+                .contains("done after")
+                .then_some(())
+        },
+    )
+    .await;
+    let ends: Value = c.get("/api/v1/namespaces/default/pods/ends").await.unwrap();
+    assert_eq!(ends["status"]["phase"], "Running", "ended before the cut");
 
     link.heal().await;
 
@@ -282,9 +301,13 @@ async fn partition_with_changes_converges_exactly_and_replays_change_nothing(mos
     eventually(
         Duration::from_secs(60),
         "del to be stopped and removed",
-        || async { (pod_names(&hub).await == ["keep", "new", "upd"]).then_some(()) },
+        || async { (pod_names(&hub).await == ["ends", "keep", "new", "upd"]).then_some(()) },
     )
     .await;
+    // What changed on the board while away reached the hub (the agent's
+    // hello carries only a digest of its statuses: the hub asked for them).
+    hub.wait_pod("ends", "Succeeded", |p| p["status"]["phase"] == "Succeeded")
+        .await;
     assert!(
         !log_path(&agent, "del").exists(),
         "a deleted pod's log goes with it"
@@ -328,7 +351,7 @@ async fn partition_with_changes_converges_exactly_and_replays_change_nothing(mos
     barrier(&recorder, &agent, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(instances(&hub).await, before);
-    assert_eq!(pod_names(&hub).await, ["keep", "new", "upd"]);
+    assert_eq!(pod_names(&hub).await, ["ends", "keep", "new", "upd"]);
     assert!(!log_path(&agent, "del").exists());
     assert_eq!(read(&log_path(&agent, "gone")), gone_log, "gone came back");
     let upd_log = read(&log_path(&agent, "upd"));

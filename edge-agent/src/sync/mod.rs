@@ -20,7 +20,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use spoke_api::protocol::{
     DesiredPod, Down, MAX_MESSAGE_BYTES, ModuleChunk, NodeInfo, OFFLINE, ONLINE, PodReport, Up,
-    topic,
+    status_digest, topic,
 };
 use tokio::sync::mpsc;
 
@@ -236,23 +236,29 @@ impl Handler {
             pods = pods.len(),
             "connected to the hub"
         );
+        // Only a digest of the statuses: the hub asks for them if its own
+        // differs, so an unchanged board resyncs in a few hundred bytes.
         self.publish(&Up::Hello {
             applied_revision: self.applied,
             node: self.node.clone(),
-            pods,
+            pods: Vec::new(),
+            status_digest: Some(status_digest(&pods)),
         });
     }
 
-    async fn on_message(&mut self, topic_name: &str, payload: &[u8]) {
+    /// Handles one message; returns whether the hub asked for every pod's
+    /// status ([`Down::SendStatus`]).
+    async fn on_message(&mut self, topic_name: &str, payload: &[u8]) -> bool {
         let leaf = match topic::parse(topic_name) {
             Some((node, leaf)) if node == self.name => leaf,
             _ => {
                 tracing::warn!(topic = topic_name, "message on an unexpected topic dropped");
-                return;
+                return false;
             }
         };
         match leaf {
             "down" => match Down::decode(payload) {
+                Ok(Down::SendStatus) => return true,
                 Ok(down) => self.on_down(down).await,
                 Err(e) => {
                     tracing::warn!(error = %e, bytes = payload.len(), "bad message from the hub dropped")
@@ -266,6 +272,7 @@ impl Handler {
             },
             other => tracing::warn!(leaf = other, "message on an unexpected topic dropped"),
         }
+        false
     }
 
     async fn on_down(&mut self, down: Down) {
@@ -277,7 +284,7 @@ impl Handler {
                 pods,
                 deleted,
             } => self.on_delta(from_revision, revision, pods, deleted).await,
-            Down::UpToDate { .. } => {}
+            Down::UpToDate { .. } | Down::SendStatus => {}
             Down::Logs {
                 id,
                 namespace,
@@ -413,7 +420,16 @@ impl Handler {
                         }
                     }
                     Some(Inbound::Disconnected) => self.outbox.set_connected(false),
-                    Some(Inbound::Message { topic, payload }) => self.on_message(&topic, &payload).await,
+                    Some(Inbound::Message { topic, payload }) => {
+                        if self.on_message(&topic, &payload).await {
+                            // Coalesced with the reports of pods a delta
+                            // right behind restarts.
+                            for r in self.supervisor.reports().await {
+                                dirty.insert(format!("{}/{}", r.namespace, r.name), r);
+                            }
+                            flush_at.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_DEBOUNCE);
+                        }
+                    }
                 },
                 Some(change) = changes.recv() => {
                     match change {

@@ -537,6 +537,7 @@ impl Worker {
                 applied_revision,
                 node: info,
                 pods,
+                status_digest,
             } => {
                 tracing::info!(node, applied_revision, pods = pods.len(), "agent connected");
                 self.offline_since.remove(node);
@@ -546,6 +547,15 @@ impl Worker {
                     return;
                 }
                 self.apply_reports(node, pods).await;
+                if let Some(digest) = status_digest
+                    && self.stored_status_digest(node).await.as_ref() != Some(&digest)
+                {
+                    tracing::info!(
+                        node,
+                        "pod statuses differ from the agent's: asking for them"
+                    );
+                    self.publish_down(node, &Down::SendStatus).await;
+                }
                 self.resume(node, applied_revision).await;
             }
             Up::Resync { applied_revision } => {
@@ -589,6 +599,34 @@ impl Worker {
             answer,
             "agent resumed"
         );
+    }
+
+    /// The [`protocol::status_digest`] of what the store holds about the
+    /// pods `node` runs (bound to it, not being deleted), as the agent
+    /// computes it over its reports. `None` if the store cannot be read.
+    async fn stored_status_digest(&self, node: &str) -> Option<String> {
+        let (pods, _) = self.store.list(&store::prefix("pods", None)).await.ok()?;
+        let reports: Vec<PodReport> = pods
+            .iter()
+            .filter(|p| {
+                p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                    && p.pointer("/metadata/deletionTimestamp").is_none()
+            })
+            .filter_map(|p| {
+                let text = |ptr: &str| p.pointer(ptr).and_then(Value::as_str).map(str::to_string);
+                Some(PodReport {
+                    namespace: text("/metadata/namespace")?,
+                    name: text("/metadata/name")?,
+                    uid: text("/metadata/uid")?,
+                    status: p
+                        .get("status")
+                        .and_then(|s| serde_json::from_value(s.clone()).ok())
+                        .unwrap_or_default(),
+                    gone: false,
+                })
+            })
+            .collect();
+        Some(protocol::status_digest(&reports))
     }
 
     /// Creates or refreshes the Node object from the agent's description.
