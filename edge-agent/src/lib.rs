@@ -59,6 +59,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
 
     let restored = saved.pods.iter().filter(|p| !p.deleting).count();
+    let desired = saved.pods.iter().map(|p| (p.key(), p.clone())).collect();
     supervisor.reconcile(saved.pods).await;
     tracing::info!(
         "spoke-agent {} started: node {}, data dir {}, hub {}, {} pod(s) restored from local state (revision {})",
@@ -88,6 +89,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         outbox,
         node: node::info(config.max_pods),
         applied: saved.revision,
+        desired,
     };
     let handler = tokio::spawn(handler.handle(inbound_rx, changes, outbox_rx));
 

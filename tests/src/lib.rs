@@ -5,6 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; the
 //! test script does it), and the example guests too (`examples/build.sh`).
 
+pub mod proxy;
 pub mod stats;
 
 use std::future::Future;
@@ -474,6 +475,30 @@ impl Mosquitto {
             url: format!("mqtt://{addr}"),
             _dir: dir,
         }
+    }
+
+    /// Kills the broker (as a crash would: no goodbye to its clients).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the broker again on the same port, with the same config.
+    /// Nothing survives (no persistence): retained messages are gone.
+    pub async fn restart(&mut self) {
+        self.proc.kill();
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is installed");
+        let mut cmd = Command::new(exe);
+        cmd.arg("-c").arg(self._dir.path().join("mosquitto.conf"));
+        self.proc = Proc::spawn(cmd, self._dir.path().join("mosquitto-again.log"));
+        let addr = self.url.trim_start_matches("mqtt://").to_string();
+        eventually(Duration::from_secs(10), "mosquitto to listen again", || {
+            let addr = addr.clone();
+            async move { std::net::TcpStream::connect(&addr).ok().map(|_| ()) }
+        })
+        .await;
     }
 }
 

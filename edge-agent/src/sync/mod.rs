@@ -20,7 +20,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use spoke_api::protocol::{
     DesiredPod, Down, MAX_MESSAGE_BYTES, ModuleChunk, NodeInfo, OFFLINE, ONLINE, PodReport, Up,
-    topic,
+    status_digest, topic,
 };
 use tokio::sync::mpsc;
 
@@ -195,6 +195,8 @@ pub struct Handler {
     pub node: NodeInfo,
     /// The revision applied and acknowledged.
     pub applied: u64,
+    /// The desired set at `applied`, by `namespace/name`: what deltas apply to.
+    pub desired: BTreeMap<String, DesiredPod>,
 }
 
 impl Handler {
@@ -234,23 +236,29 @@ impl Handler {
             pods = pods.len(),
             "connected to the hub"
         );
+        // Only a digest of the statuses: the hub asks for them if its own
+        // differs, so an unchanged board resyncs in a few hundred bytes.
         self.publish(&Up::Hello {
             applied_revision: self.applied,
             node: self.node.clone(),
-            pods,
+            pods: Vec::new(),
+            status_digest: Some(status_digest(&pods)),
         });
     }
 
-    async fn on_message(&mut self, topic_name: &str, payload: &[u8]) {
+    /// Handles one message; returns whether the hub asked for every pod's
+    /// status ([`Down::SendStatus`]).
+    async fn on_message(&mut self, topic_name: &str, payload: &[u8]) -> bool {
         let leaf = match topic::parse(topic_name) {
             Some((node, leaf)) if node == self.name => leaf,
             _ => {
                 tracing::warn!(topic = topic_name, "message on an unexpected topic dropped");
-                return;
+                return false;
             }
         };
         match leaf {
             "down" => match Down::decode(payload) {
+                Ok(Down::SendStatus) => return true,
                 Ok(down) => self.on_down(down).await,
                 Err(e) => {
                     tracing::warn!(error = %e, bytes = payload.len(), "bad message from the hub dropped")
@@ -264,12 +272,19 @@ impl Handler {
             },
             other => tracing::warn!(leaf = other, "message on an unexpected topic dropped"),
         }
+        false
     }
 
     async fn on_down(&mut self, down: Down) {
         match down {
             Down::Desired { revision, pods } => self.on_desired(revision, pods).await,
-            Down::UpToDate { .. } => {}
+            Down::Delta {
+                from_revision,
+                revision,
+                pods,
+                deleted,
+            } => self.on_delta(from_revision, revision, pods, deleted).await,
+            Down::UpToDate { .. } | Down::SendStatus => {}
             Down::Logs {
                 id,
                 namespace,
@@ -293,7 +308,7 @@ impl Handler {
         }
     }
 
-    /// Applies a desired set: persist, hand to the supervisor, acknowledge.
+    /// Applies a snapshot: the whole desired set at `revision`.
     pub async fn on_desired(&mut self, revision: u64, pods: Vec<DesiredPod>) {
         if revision <= self.applied {
             // A replay or a duplicate: the hub learns where we are.
@@ -302,6 +317,52 @@ impl Handler {
             });
             return;
         }
+        let set = pods.into_iter().map(|p| (p.key(), p)).collect();
+        self.commit(revision, set).await;
+    }
+
+    /// Applies a delta if it starts at the applied revision: removes the
+    /// pods whose uid is in `deleted`, then adds or replaces `pods`.
+    pub async fn on_delta(
+        &mut self,
+        from_revision: u64,
+        revision: u64,
+        pods: Vec<DesiredPod>,
+        deleted: Vec<String>,
+    ) {
+        if revision <= self.applied || revision <= from_revision {
+            // A replay or a duplicate (or nonsense): the hub learns where we are.
+            self.publish(&Up::Ack {
+                applied_revision: self.applied,
+            });
+            return;
+        }
+        if from_revision != self.applied {
+            // Something was missed (or not stored): ask to start over from here.
+            tracing::warn!(
+                applied = self.applied,
+                from_revision,
+                revision,
+                "delta does not start at the applied revision; asking to resync"
+            );
+            self.publish(&Up::Resync {
+                applied_revision: self.applied,
+            });
+            return;
+        }
+        let mut set = self.desired.clone();
+        set.retain(|_, p| !deleted.contains(&p.uid));
+        for p in pods {
+            set.insert(p.key(), p);
+        }
+        self.commit(revision, set).await;
+    }
+
+    /// Persists `set` as the desired state at `revision`, hands it to the
+    /// supervisor, and acknowledges it: in that order, so an acknowledged
+    /// revision survives a crash.
+    async fn commit(&mut self, revision: u64, set: BTreeMap<String, DesiredPod>) {
+        let pods: Vec<DesiredPod> = set.values().cloned().collect();
         let state = self.state.clone();
         let to_save = pods.clone();
         let saved =
@@ -320,6 +381,7 @@ impl Handler {
             }
         }
         self.applied = revision;
+        self.desired = set;
         tracing::info!(revision, pods = pods.len(), "applying desired state");
         self.supervisor.reconcile(pods).await;
         self.publish(&Up::Ack {
@@ -358,7 +420,16 @@ impl Handler {
                         }
                     }
                     Some(Inbound::Disconnected) => self.outbox.set_connected(false),
-                    Some(Inbound::Message { topic, payload }) => self.on_message(&topic, &payload).await,
+                    Some(Inbound::Message { topic, payload }) => {
+                        if self.on_message(&topic, &payload).await {
+                            // Coalesced with the reports of pods a delta
+                            // right behind restarts.
+                            for r in self.supervisor.reports().await {
+                                dirty.insert(format!("{}/{}", r.namespace, r.name), r);
+                            }
+                            flush_at.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_DEBOUNCE);
+                        }
+                    }
                 },
                 Some(change) = changes.recv() => {
                     match change {
@@ -454,6 +525,7 @@ mod tests {
             outbox,
             node: NodeInfo::default(),
             applied: 0,
+            desired: BTreeMap::new(),
         }
     }
 
@@ -497,6 +569,60 @@ mod tests {
         h.on_desired(4, vec![desired_pod("a")]).await;
         assert_eq!(h.supervisor.len().await, 1);
         assert_eq!(h.state.load().unwrap().revision, 4);
+        h.supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn deltas_apply_only_on_top_of_the_applied_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = handler(dir.path()).await;
+        h.on_desired(3, vec![desired_pod("a"), desired_pod("b")])
+            .await;
+
+        // b is removed (by uid), c added, a replaced by a new generation.
+        let mut a2 = desired_pod("a");
+        a2.generation = 2;
+        h.on_delta(
+            3,
+            5,
+            vec![desired_pod("c"), a2.clone()],
+            vec!["uid-b".into()],
+        )
+        .await;
+        assert_eq!(h.applied, 5);
+        let saved = h.state.load().unwrap();
+        assert_eq!(saved.revision, 5);
+        assert_eq!(saved.pods, vec![a2.clone(), desired_pod("c")]);
+        assert_eq!(h.supervisor.len().await, 2);
+
+        // Replays and duplicates change nothing.
+        h.on_delta(3, 5, vec![], vec!["uid-a".into(), "uid-c".into()])
+            .await;
+        h.on_delta(0, 3, vec![], vec!["uid-a".into()]).await;
+        h.on_desired(4, vec![]).await;
+        assert_eq!(h.state.load().unwrap().pods.len(), 2);
+
+        // A delta from a revision this agent is not at is not applied.
+        h.on_delta(6, 7, vec![], vec!["uid-a".into()]).await;
+        assert_eq!(h.applied, 5);
+        assert_eq!(h.state.load().unwrap().pods, vec![a2, desired_pod("c")]);
+        assert_eq!(h.supervisor.len().await, 2);
+
+        // A deletion of a uid that is not (or no longer) here is harmless,
+        // and a pod re-created under the same name with a new uid survives
+        // the deletion of its old uid.
+        let mut c_new = desired_pod("c");
+        c_new.uid = "uid-c-2".into();
+        h.on_delta(
+            5,
+            6,
+            vec![c_new.clone()],
+            vec!["uid-c".into(), "nobody".into()],
+        )
+        .await;
+        assert_eq!(h.applied, 6);
+        assert_eq!(h.desired.get("default/c"), Some(&c_new));
+        assert_eq!(h.supervisor.len().await, 2);
         h.supervisor.shutdown().await;
     }
 

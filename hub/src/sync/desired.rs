@@ -6,7 +6,7 @@
 //! so an agent's own reports never make the hub resend its desired state.
 //! This is pure bookkeeping: no IO, fed by store events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde_json::Value;
 
@@ -40,17 +40,44 @@ impl Entry {
     }
 }
 
-/// Per-node desired-state revisions.
+/// How many deletions the hub remembers per node. An agent that has been
+/// away for more deletions than this (or since before the hub started) gets
+/// a full snapshot instead of a delta.
+pub const MAX_TOMBSTONES: usize = 1024;
+
+/// The history of one node's desired state, as far as deltas need it.
+#[derive(Debug, Default)]
+struct NodeHistory {
+    /// Revision of the node's desired state.
+    revision: u64,
+    /// Deltas can start at this revision or later; earlier ones need a
+    /// snapshot (what happened before is forgotten).
+    floor: u64,
+    /// Pods removed from the node: (revision, uid), oldest first, at most
+    /// [`MAX_TOMBSTONES`].
+    tombstones: VecDeque<(u64, String)>,
+}
+
+/// What changed for a node since a revision: pod store keys to send again,
+/// uids of pods removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub upserts: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+/// Per-node desired-state revisions and bounded history.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    /// Pod key → what the node has been told about it.
-    pods: HashMap<String, Entry>,
-    /// Node → revision of its desired state.
-    revisions: BTreeMap<String, u64>,
+    /// Pod key → what the node has been told about it, and the revision at
+    /// which that last changed.
+    pods: HashMap<String, (Entry, u64)>,
+    nodes: BTreeMap<String, NodeHistory>,
     /// The revision every node starts from: the store's revision when the
     /// tracker was built. After a hub restart every node's revision is at
     /// least this, so a deletion made before the restart can never make a
-    /// node's revision go backwards; agents then get one full snapshot.
+    /// node's revision go backwards; history before it is unknown, so
+    /// agents behind it get one full snapshot.
     baseline: u64,
 }
 
@@ -63,32 +90,55 @@ impl Tracker {
         };
         for pod in pods {
             if let (Some(key), Some(entry)) = (pod_key(pod), Entry::of(pod)) {
-                t.revisions.insert(entry.node.clone(), store_revision);
-                t.pods.insert(key, entry);
+                t.pods.insert(key, (entry, store_revision));
             }
         }
         t
     }
 
+    fn history(&mut self, node: &str) -> &mut NodeHistory {
+        let baseline = self.baseline;
+        self.nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeHistory {
+                revision: baseline,
+                floor: baseline,
+                tombstones: VecDeque::new(),
+            })
+    }
+
     /// The desired-state revision of `node`.
     pub fn revision(&self, node: &str) -> u64 {
-        self.revisions.get(node).copied().unwrap_or(self.baseline)
+        self.nodes
+            .get(node)
+            .map(|h| h.revision)
+            .unwrap_or(self.baseline)
     }
 
     /// Makes sure `node`'s revision is above `floor` (an agent that has
     /// applied a revision this hub never issued, e.g. after the hub's store
-    /// was replaced). Returns the new revision.
+    /// was replaced). No delta can start below the new revision. Returns it.
     pub fn raise_above(&mut self, node: &str, floor: u64) -> u64 {
-        let rev = self.revision(node).max(floor + 1);
-        self.revisions.insert(node.to_string(), rev);
-        rev
+        let h = self.history(node);
+        h.revision = h.revision.max(floor + 1);
+        h.floor = h.revision;
+        h.revision
+    }
+
+    /// Bumps `node` to a revision for a change made at store revision
+    /// `revision` (normally that one; above it only if the node was raised,
+    /// see [`Tracker::raise_above`]: a node's revision never goes back).
+    fn bump(&mut self, node: &str, revision: u64) -> u64 {
+        let h = self.history(node);
+        h.revision = revision.max(h.revision + 1);
+        h.revision
     }
 
     /// Applies one pod write at `revision`: `Some(pod)` for a create or
     /// update, `None` for a removal. Returns the nodes whose desired state
     /// changed.
     pub fn apply(&mut self, key: &str, pod: Option<&Value>, revision: u64) -> HashSet<String> {
-        let before = self.pods.get(key).cloned();
+        let before = self.pods.get(key).map(|(e, _)| e.clone());
         let after = pod.and_then(Entry::of);
         let mut changed = HashSet::new();
         if before == after {
@@ -100,34 +150,93 @@ impl Tracker {
         if let Some(a) = &after {
             changed.insert(a.node.clone());
         }
+        let mut revs = HashMap::new();
+        for node in &changed {
+            revs.insert(node.clone(), self.bump(node, revision));
+        }
+        // The pod left a node (removed, or bound elsewhere): remember its
+        // uid there, so that a delta can say it is gone.
+        if let Some(b) = &before
+            && after
+                .as_ref()
+                .is_none_or(|a| a.node != b.node || a.uid != b.uid)
+        {
+            let rev = revs[&b.node];
+            let h = self.history(&b.node);
+            h.tombstones.push_back((rev, b.uid.clone()));
+            while h.tombstones.len() > MAX_TOMBSTONES {
+                if let Some((dropped, _)) = h.tombstones.pop_front() {
+                    h.floor = h.floor.max(dropped);
+                }
+            }
+        }
         match after {
-            Some(a) => self.pods.insert(key.to_string(), a),
+            Some(a) => {
+                let rev = revs[&a.node];
+                self.pods.insert(key.to_string(), (a, rev))
+            }
             None => self.pods.remove(key),
         };
-        for node in &changed {
-            // Normally the store revision; above it only if the node was
-            // raised (see `raise_above`): a node's revision never goes back.
-            let rev = revision.max(self.revision(node) + 1);
-            self.revisions.insert(node.clone(), rev);
-        }
         changed
     }
 
     /// A ConfigMap or Secret (store key `key`) was written or removed at
     /// `revision`: bumps every node running a pod that names it, and only
-    /// those. Returns them.
+    /// those, and marks those pods changed. Returns the nodes.
     pub fn touch(&mut self, key: &str, revision: u64) -> HashSet<String> {
         let changed: HashSet<String> = self
             .pods
             .values()
-            .filter(|e| e.refs.contains(key))
-            .map(|e| e.node.clone())
+            .filter(|(e, _)| e.refs.contains(key))
+            .map(|(e, _)| e.node.clone())
             .collect();
+        let mut revs = HashMap::new();
         for node in &changed {
-            let rev = revision.max(self.revision(node) + 1);
-            self.revisions.insert(node.clone(), rev);
+            revs.insert(node.clone(), self.bump(node, revision));
+        }
+        for (e, at) in self.pods.values_mut() {
+            if e.refs.contains(key) {
+                *at = revs[&e.node];
+            }
         }
         changed
+    }
+
+    /// What changed for `node` after revision `from`, if the tracker still
+    /// knows: `None` when `from` is older than the node's history (or newer
+    /// than its revision), and a snapshot is needed.
+    ///
+    /// Guarantees: applying the result to the node's desired state at
+    /// `from` gives its desired state now. Pods that changed more than once
+    /// are listed once; a pod may be listed although it is back to what the
+    /// agent has (applying it again is harmless).
+    pub fn changes_since(&self, node: &str, from: u64) -> Option<Changes> {
+        let (revision, floor) = match self.nodes.get(node) {
+            Some(h) => (h.revision, h.floor),
+            None => (self.baseline, self.baseline),
+        };
+        if from < floor || from > revision {
+            return None;
+        }
+        let mut upserts: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, (e, at))| e.node == node && *at > from)
+            .map(|(k, _)| k.clone())
+            .collect();
+        upserts.sort();
+        let deleted = self
+            .nodes
+            .get(node)
+            .map(|h| {
+                h.tombstones
+                    .iter()
+                    .filter(|(at, _)| *at > from)
+                    .map(|(_, uid)| uid.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Changes { upserts, deleted })
     }
 }
 
@@ -251,5 +360,108 @@ mod tests {
         p["metadata"]["name"] = json!("b");
         t.apply("pods/default/b", Some(&p), 6);
         assert_eq!(t.revision("pi"), 92);
+    }
+
+    fn named(name: &str, uid: &str, node: &str, generation: i64) -> Value {
+        let mut p = pod(Some(node), generation, false);
+        p["metadata"]["name"] = json!(name);
+        p["metadata"]["uid"] = json!(uid);
+        p
+    }
+
+    #[test]
+    fn deltas_list_what_changed_since_a_revision_deletions_included() {
+        let mut t = Tracker::new(&[named("keep", "u-keep", "pi", 1)], 10);
+        // Nothing changed since the baseline.
+        assert_eq!(t.changes_since("pi", 10), Some(Changes::default()));
+        t.apply(
+            "pods/default/new",
+            Some(&named("new", "u-new", "pi", 1)),
+            11,
+        );
+        t.apply(
+            "pods/default/keep",
+            Some(&named("keep", "u-keep", "pi", 2)),
+            12,
+        );
+        t.apply("pods/default/new", None, 13);
+        t.apply("pods/default/b", Some(&named("b", "u-b", "other", 1)), 14);
+        assert_eq!(t.revision("pi"), 13);
+        assert_eq!(
+            t.changes_since("pi", 10),
+            Some(Changes {
+                upserts: vec!["pods/default/keep".into()],
+                deleted: vec!["u-new".into()],
+            })
+        );
+        assert_eq!(
+            t.changes_since("pi", 12),
+            Some(Changes {
+                upserts: vec![],
+                deleted: vec!["u-new".into()],
+            })
+        );
+        assert_eq!(t.changes_since("pi", 13), Some(Changes::default()));
+        // Before the hub's history, or past the node's revision: snapshot.
+        assert_eq!(t.changes_since("pi", 9), None);
+        assert_eq!(t.changes_since("pi", 14), None);
+        // A node the tracker never saw, at the baseline: nothing to send.
+        assert_eq!(t.changes_since("fresh", 10), Some(Changes::default()));
+    }
+
+    #[test]
+    fn a_config_map_change_resends_the_pods_that_name_it() {
+        let mut t = Tracker::new(&[], 1);
+        let mut uses = named("a", "u-a", "pi", 1);
+        uses["spec"]["volumes"] = json!([{"name": "c", "configMap": {"name": "app"}}]);
+        t.apply("pods/default/a", Some(&uses), 2);
+        t.apply("pods/default/b", Some(&named("b", "u-b", "pi", 1)), 3);
+        t.touch("configmaps/default/app", 4);
+        assert_eq!(
+            t.changes_since("pi", 3).unwrap().upserts,
+            vec!["pods/default/a".to_string()]
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_and_older_agents_get_a_snapshot() {
+        let mut t = Tracker::new(&[], 0);
+        let mut rev = 0;
+        for i in 0..MAX_TOMBSTONES + 10 {
+            let key = format!("pods/default/p{i}");
+            rev += 1;
+            t.apply(
+                &key,
+                Some(&named(&format!("p{i}"), &format!("u{i}"), "pi", 1)),
+                rev,
+            );
+            rev += 1;
+            t.apply(&key, None, rev);
+        }
+        assert_eq!(t.nodes["pi"].tombstones.len(), MAX_TOMBSTONES);
+        assert_eq!(t.changes_since("pi", 0), None);
+        let recent = t.changes_since("pi", rev - 2).unwrap();
+        assert_eq!(recent.deleted.len(), 1);
+        assert!(recent.upserts.is_empty());
+    }
+
+    #[test]
+    fn a_raised_node_takes_no_delta_from_below_its_new_revision() {
+        let mut t = Tracker::new(&[], 5);
+        let rev = t.raise_above("pi", 90);
+        assert_eq!(t.changes_since("pi", 90), None);
+        assert_eq!(t.changes_since("pi", rev), Some(Changes::default()));
+    }
+
+    #[test]
+    fn a_pod_moved_to_another_node_is_deleted_on_the_first() {
+        let mut t = Tracker::new(&[], 1);
+        t.apply("pods/default/a", Some(&named("a", "u-a", "pi", 1)), 2);
+        t.apply("pods/default/a", Some(&named("a", "u-a", "other", 1)), 3);
+        let pi = t.changes_since("pi", 2).unwrap();
+        assert_eq!(pi.deleted, vec!["u-a".to_string()]);
+        assert!(pi.upserts.is_empty());
+        let other = t.changes_since("other", 1).unwrap();
+        assert_eq!(other.upserts, vec!["pods/default/a".to_string()]);
     }
 }

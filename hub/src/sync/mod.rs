@@ -182,6 +182,7 @@ pub async fn start(
         dirty: HashSet::new(),
         dirty_since: tokio::time::Instant::now(),
         offline_since: HashMap::new(),
+        sent: HashMap::new(),
         started: Instant::now(),
     };
     tokio::spawn(worker.run(rx));
@@ -248,6 +249,9 @@ struct Worker {
     dirty_since: tokio::time::Instant,
     /// Nodes whose agent went away, and when.
     offline_since: HashMap<String, Instant>,
+    /// The revision each connected agent will be at once it has applied
+    /// what was sent to it (QoS 1 keeps order): the next delta starts there.
+    sent: HashMap<String, u64>,
     started: Instant,
 }
 
@@ -331,13 +335,73 @@ impl Worker {
     async fn flush(&mut self) {
         for node in std::mem::take(&mut self.dirty) {
             if self.handle.is_online(&node) {
-                self.send_desired(&node).await;
+                let from = self.sent.get(&node).copied();
+                self.send_changes(&node, from).await;
             }
         }
     }
 
-    async fn send_desired(&mut self, node: &str) {
+    /// Brings the agent of `node` from revision `from` (`None`: unknown) to
+    /// the node's current revision: nothing if it is there, a delta if the
+    /// tracker still has the history, else a full snapshot.
+    /// Returns what it sent: `upToDate`, `delta` or `snapshot`.
+    async fn send_changes(&mut self, node: &str, from: Option<u64>) -> &'static str {
         let revision = self.tracker.revision(node);
+        if from == Some(revision) {
+            self.publish_down(node, &Down::UpToDate { revision }).await;
+            self.sent.insert(node.to_string(), revision);
+            self.annotate_node(node, annotations::DESIRED_REVISION, revision)
+                .await;
+            return "upToDate";
+        }
+        let changes = from.and_then(|f| Some((f, self.tracker.changes_since(node, f)?)));
+        let Some((from_revision, changes)) = changes else {
+            self.send_snapshot(node, revision).await;
+            return "snapshot";
+        };
+        let mut pods = Vec::with_capacity(changes.upserts.len());
+        for key in &changes.upserts {
+            match self.store.get(key).await {
+                // Bound elsewhere since: its removal here comes as a tombstone.
+                Ok(Some(p))
+                    if p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) =>
+                {
+                    if let Some(d) = self.desired_pod(&p).await {
+                        pods.push(d);
+                    }
+                }
+                // Removed since: a later event brings its tombstone.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, node, "cannot read a pod for a delta; sending a snapshot");
+                    self.send_snapshot(node, revision).await;
+                    return "snapshot";
+                }
+            }
+        }
+        tracing::debug!(
+            node,
+            from_revision,
+            revision,
+            upserts = pods.len(),
+            deleted = changes.deleted.len(),
+            "sending a delta"
+        );
+        let msg = Down::Delta {
+            from_revision,
+            revision,
+            pods,
+            deleted: changes.deleted,
+        };
+        self.publish_down(node, &msg).await;
+        self.sent.insert(node.to_string(), revision);
+        self.annotate_node(node, annotations::DESIRED_REVISION, revision)
+            .await;
+        "delta"
+    }
+
+    /// Sends everything `node` should run at `revision`.
+    async fn send_snapshot(&mut self, node: &str, revision: u64) {
         let (pods, _) = match self.store.list(&store::prefix("pods", None)).await {
             Ok(l) => l,
             Err(e) => {
@@ -355,9 +419,10 @@ impl Worker {
             }
         }
         let pods = desired;
-        tracing::debug!(node, revision, pods = pods.len(), "sending desired state");
+        tracing::debug!(node, revision, pods = pods.len(), "sending a snapshot");
         self.publish_down(node, &Down::Desired { revision, pods })
             .await;
+        self.sent.insert(node.to_string(), revision);
         self.annotate_node(node, annotations::DESIRED_REVISION, revision)
             .await;
     }
@@ -459,6 +524,8 @@ impl Worker {
             tracing::info!(node, "agent disconnected");
             self.offline_since.insert(node.to_string(), Instant::now());
             self.handle.shared().online.remove(node);
+            // What it will have applied is known again from its next Hello.
+            self.sent.remove(node);
         } else {
             tracing::warn!(node, "malformed presence payload dropped");
         }
@@ -470,6 +537,7 @@ impl Worker {
                 applied_revision,
                 node: info,
                 pods,
+                status_digest,
             } => {
                 tracing::info!(node, applied_revision, pods = pods.len(), "agent connected");
                 self.offline_since.remove(node);
@@ -479,17 +547,20 @@ impl Worker {
                     return;
                 }
                 self.apply_reports(node, pods).await;
-                let mut revision = self.tracker.revision(node);
-                if applied_revision > revision {
-                    revision = self.tracker.raise_above(node, applied_revision);
+                if let Some(digest) = status_digest
+                    && self.stored_status_digest(node).await.as_ref() != Some(&digest)
+                {
+                    tracing::info!(
+                        node,
+                        "pod statuses differ from the agent's: asking for them"
+                    );
+                    self.publish_down(node, &Down::SendStatus).await;
                 }
-                if applied_revision == revision {
-                    self.publish_down(node, &Down::UpToDate { revision }).await;
-                    self.annotate_node(node, annotations::APPLIED_REVISION, revision)
-                        .await;
-                } else {
-                    self.send_desired(node).await;
-                }
+                self.resume(node, applied_revision).await;
+            }
+            Up::Resync { applied_revision } => {
+                tracing::info!(node, applied_revision, "agent asks to resync");
+                self.resume(node, applied_revision).await;
             }
             Up::Ack { applied_revision } => {
                 self.annotate_node(node, annotations::APPLIED_REVISION, applied_revision)
@@ -509,6 +580,53 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Answers an agent at `applied` revision: `UpToDate`, a delta, or a
+    /// snapshot (see [`Worker::send_changes`]).
+    async fn resume(&mut self, node: &str, applied: u64) {
+        if applied > self.tracker.revision(node) {
+            // Not a revision of this hub's store: start above it, afresh.
+            self.tracker.raise_above(node, applied);
+        }
+        self.annotate_node(node, annotations::APPLIED_REVISION, applied)
+            .await;
+        let answer = self.send_changes(node, Some(applied)).await;
+        tracing::info!(
+            node,
+            applied_revision = applied,
+            revision = self.tracker.revision(node),
+            answer,
+            "agent resumed"
+        );
+    }
+
+    /// The [`protocol::status_digest`] of what the store holds about the
+    /// pods `node` runs (bound to it, not being deleted), as the agent
+    /// computes it over its reports. `None` if the store cannot be read.
+    async fn stored_status_digest(&self, node: &str) -> Option<String> {
+        let (pods, _) = self.store.list(&store::prefix("pods", None)).await.ok()?;
+        let reports: Vec<PodReport> = pods
+            .iter()
+            .filter(|p| {
+                p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                    && p.pointer("/metadata/deletionTimestamp").is_none()
+            })
+            .filter_map(|p| {
+                let text = |ptr: &str| p.pointer(ptr).and_then(Value::as_str).map(str::to_string);
+                Some(PodReport {
+                    namespace: text("/metadata/namespace")?,
+                    name: text("/metadata/name")?,
+                    uid: text("/metadata/uid")?,
+                    status: p
+                        .get("status")
+                        .and_then(|s| serde_json::from_value(s.clone()).ok())
+                        .unwrap_or_default(),
+                    gone: false,
+                })
+            })
+            .collect();
+        Some(protocol::status_digest(&reports))
     }
 
     /// Creates or refreshes the Node object from the agent's description.
@@ -558,6 +676,9 @@ impl Worker {
                     status["conditions"][0]["lastTransitionTime"] =
                         prev["lastTransitionTime"].clone();
                 }
+                if let Some(sync) = cur.pointer("/status/sync") {
+                    status["sync"] = sync.clone();
+                }
                 next["status"] = status;
                 for (k, v) in labels.as_object().expect("labels are a map") {
                     next["metadata"]["labels"][k] = v.clone();
@@ -568,8 +689,15 @@ impl Worker {
         Ok(())
     }
 
+    /// Records a desired or applied revision on the Node: in
+    /// `status.sync` and in an annotation, in one write.
     async fn annotate_node(&self, node: &str, annotation: &str, revision: u64) {
         let value = json!(revision.to_string());
+        let field = if annotation == annotations::DESIRED_REVISION {
+            "desiredRevision"
+        } else {
+            "appliedRevision"
+        };
         let result = self
             .store
             .modify(&node_key(node), |cur| {
@@ -577,6 +705,7 @@ impl Worker {
                     .pointer("/metadata/annotations")
                     .and_then(|a| a.get(annotation))
                     == Some(&value)
+                    && cur.pointer(&format!("/status/sync/{field}")) == Some(&json!(revision))
                 {
                     return None;
                 }
@@ -585,6 +714,13 @@ impl Worker {
                     next["metadata"]["annotations"] = json!({});
                 }
                 next["metadata"]["annotations"][annotation] = value.clone();
+                if !next["status"].is_object() {
+                    next["status"] = json!({});
+                }
+                if !next["status"]["sync"].is_object() {
+                    next["status"]["sync"] = json!({"desiredRevision": 0, "appliedRevision": 0});
+                }
+                next["status"]["sync"][field] = json!(revision);
                 Some(next)
             })
             .await;

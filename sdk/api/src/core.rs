@@ -762,6 +762,21 @@ pub struct NodeStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_info: Option<NodeSystemInfo>,
+    /// Where the node's desired state stands (Spoke's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<NodeSyncStatus>,
+}
+
+/// The desired-state revisions of a node: what the hub has for it, and what
+/// its agent has stored and acknowledged. Equal when the board is in sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSyncStatus {
+    #[serde(default)]
+    pub desired_revision: u64,
+    #[serde(default)]
+    pub applied_revision: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -824,9 +839,11 @@ pub mod taints {
 
 /// Annotations Spoke keeps on objects.
 pub mod annotations {
-    /// On a Node: the desired-state revision the hub has for it.
+    /// On a Node: the desired-state revision the hub has for it (also in
+    /// `status.sync.desiredRevision`).
     pub const DESIRED_REVISION: &str = "spoke.dev/desired-revision";
-    /// On a Node: the desired-state revision the agent has applied and acknowledged.
+    /// On a Node: the desired-state revision the agent has applied and
+    /// acknowledged (also in `status.sync.appliedRevision`).
     pub const APPLIED_REVISION: &str = "spoke.dev/applied-revision";
 }
 

@@ -175,12 +175,18 @@ pub struct PodReport {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Up {
     /// First message after every connect: the revision this agent has
-    /// applied (0 for none), its board, and the status of every pod it runs.
+    /// applied (0 for none), its board, and the status of the pods it runs:
+    /// either every report in `pods`, or just their [`status_digest`] in
+    /// `status_digest` (the hub asks for the reports with
+    /// [`Down::SendStatus`] when its own digest differs).
     #[serde(rename_all = "camelCase")]
     Hello {
         applied_revision: u64,
         node: NodeInfo,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pods: Vec<PodReport>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status_digest: Option<String>,
     },
     /// The agent has stored and started to apply `revision`.
     #[serde(rename_all = "camelCase")]
@@ -191,6 +197,12 @@ pub enum Up {
     /// Asks for module bytes from `offset`; answered on the module topic.
     #[serde(rename_all = "camelCase")]
     ModuleRequest { id: u64, image: String, offset: u64 },
+    /// The agent got a [`Down::Delta`] that does not start at its applied
+    /// revision (it missed something): the hub answers as it does a
+    /// `Hello`, with `UpToDate`, a delta from `applied_revision`, or a
+    /// snapshot.
+    #[serde(rename_all = "camelCase")]
+    Resync { applied_revision: u64 },
     /// Answer to [`Down::Logs`].
     #[serde(rename_all = "camelCase")]
     Logs {
@@ -206,16 +218,33 @@ pub enum Up {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Down {
-    /// Everything the node should run at `revision`. Pods not listed must
-    /// not run.
+    /// A snapshot: everything the node should run at `revision`. Pods not
+    /// listed must not run. Applied only if `revision` is above the agent's.
     #[serde(rename_all = "camelCase")]
     Desired {
         revision: u64,
         pods: Vec<DesiredPod>,
     },
+    /// What changed between `from_revision` and `revision`: pods to add or
+    /// replace (by namespace/name) and the uids of pods removed. Applied
+    /// only by an agent whose applied revision is exactly `from_revision`;
+    /// one at or past `revision` ignores it (a duplicate or a replay), any
+    /// other answers [`Up::Resync`].
+    #[serde(rename_all = "camelCase")]
+    Delta {
+        from_revision: u64,
+        revision: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pods: Vec<DesiredPod>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deleted: Vec<String>,
+    },
     /// The agent's revision is current: nothing to do.
     #[serde(rename_all = "camelCase")]
     UpToDate { revision: u64 },
+    /// The hub's view of the agent's pods differs from the digest in its
+    /// `Hello`: the agent reports the status of every pod it runs.
+    SendStatus,
     /// Asks for a pod's log; answered with [`Up::Logs`].
     #[serde(rename_all = "camelCase")]
     Logs {
@@ -225,6 +254,31 @@ pub enum Down {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail_lines: Option<u64>,
     },
+}
+
+/// A short digest of pod reports, the same on the hub (over the statuses it
+/// stored) and on the agent (over what it would report), so that an agent
+/// whose pods did not change while it was away sends 16 characters instead
+/// of every pod's status. Order-independent; ignores `gone`. FNV-1a (64-bit):
+/// it detects changes, it does not authenticate.
+pub fn status_digest<'a>(reports: impl IntoIterator<Item = &'a PodReport>) -> String {
+    let mut lines: Vec<Vec<u8>> = reports
+        .into_iter()
+        .map(|r| {
+            let status = serde_json::to_vec(&r.status).expect("statuses always serialize");
+            let mut line = format!("{}/{}\0{}\0", r.namespace, r.name, r.uid).into_bytes();
+            line.extend_from_slice(&status);
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    lines.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in lines.iter().flatten() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// Why a message was refused. Malformed input is logged and dropped by the
@@ -336,6 +390,49 @@ mod tests {
             String::from_utf8(down.encode()).unwrap(),
             r#"{"type":"upToDate","revision":3}"#
         );
+        let delta = Down::Delta {
+            from_revision: 3,
+            revision: 5,
+            pods: vec![],
+            deleted: vec!["u1".into()],
+        };
+        assert_eq!(Down::decode(&delta.encode()).unwrap(), delta);
+        assert_eq!(
+            String::from_utf8(delta.encode()).unwrap(),
+            r#"{"type":"delta","fromRevision":3,"revision":5,"deleted":["u1"]}"#
+        );
+        let resync = Up::Resync {
+            applied_revision: 4,
+        };
+        assert_eq!(Up::decode(&resync.encode()).unwrap(), resync);
+    }
+
+    #[test]
+    fn status_digests_follow_the_statuses_not_their_order() {
+        let report = |name: &str, phase: &str| PodReport {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("u-{name}"),
+            status: PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            },
+            gone: false,
+        };
+        let (a, b) = (report("a", "Running"), report("b", "Running"));
+        let d = status_digest([&a, &b]);
+        assert_eq!(d.len(), 16);
+        assert_eq!(d, status_digest([&b, &a]));
+        assert_ne!(d, status_digest([&a]));
+        assert_ne!(d, status_digest([&a, &report("b", "Failed")]));
+        // A status that went through JSON (as the hub stores it) digests the same.
+        let stored: PodStatus =
+            serde_json::from_value(serde_json::to_value(&b.status).unwrap()).unwrap();
+        let b2 = PodReport {
+            status: stored,
+            ..b.clone()
+        };
+        assert_eq!(d, status_digest([&a, &b2]));
     }
 
     #[test]

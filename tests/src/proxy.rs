@@ -1,0 +1,158 @@
+//! A loopback TCP proxy that counts the bytes it carries and can cut the
+//! link: the partition in sync tests, the byte meter in sync benchmarks.
+//!
+//! Counts are TCP payload bytes (what MQTT puts on the stream), both
+//! directions; IP and TCP headers are not included.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+struct Shared {
+    /// Client → server bytes.
+    up: AtomicU64,
+    /// Server → client bytes.
+    down: AtomicU64,
+    cut: AtomicBool,
+    /// When bytes last went through, in ns since `origin` (0: not since reset).
+    first: AtomicU64,
+    last: AtomicU64,
+    origin: std::time::Instant,
+    /// Bumped on every cut: connections open then are closed.
+    epoch: watch::Sender<u64>,
+}
+
+/// A running proxy from `127.0.0.1:port` to a target address. It stops when
+/// dropped.
+pub struct TcpProxy {
+    pub port: u16,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Listens on a free loopback port and forwards every connection to `target`.
+    pub async fn start(target: &str) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let shared = Arc::new(Shared {
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
+            first: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            origin: std::time::Instant::now(),
+            epoch: watch::channel(0).0,
+        });
+        let target = target.to_string();
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if s.cut.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(cr, sw, s.clone(), true));
+                tokio::spawn(pipe(sr, cw, s.clone(), false));
+            }
+        });
+        TcpProxy { port, shared, task }
+    }
+
+    /// `mqtt://127.0.0.1:PORT`, for an agent's `--hub`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every open connection and refuses new ones until [`TcpProxy::heal`].
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Zeroes the byte counts and the activity times.
+    pub fn reset(&self) {
+        for c in [
+            &self.shared.up,
+            &self.shared.down,
+            &self.shared.first,
+            &self.shared.last,
+        ] {
+            c.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// When the first and the last bytes since [`TcpProxy::reset`] went
+    /// through, if any did.
+    pub fn activity(&self) -> Option<(std::time::Instant, std::time::Instant)> {
+        let at = |ns: u64| self.shared.origin + std::time::Duration::from_nanos(ns);
+        match (
+            self.shared.first.load(Ordering::SeqCst),
+            self.shared.last.load(Ordering::SeqCst),
+        ) {
+            (0, _) => None,
+            (f, l) => Some((at(f), at(l))),
+        }
+    }
+
+    /// Bytes carried so far: (client → server, server → client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.shared.up.load(Ordering::SeqCst),
+            self.shared.down.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    shared: Arc<Shared>,
+    up: bool,
+) {
+    let mut epoch = shared.epoch.subscribe();
+    epoch.mark_unchanged();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = epoch.changed() => break,
+        };
+        let counter = if up { &shared.up } else { &shared.down };
+        counter.fetch_add(n as u64, Ordering::SeqCst);
+        let now = (shared.origin.elapsed().as_nanos() as u64).max(1);
+        let _ = shared
+            .first
+            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        shared.last.fetch_max(now, Ordering::SeqCst);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
