@@ -58,7 +58,9 @@ pub enum Error {
         "--join-token: this board has not joined yet, and joining at {0} needs a bootstrap token (spoke token create NAME --role bootstrap --ttl 1h)"
     )]
     NoToken(String),
-    #[error("--ca: {0} uses TLS, and the CA that signs its certificate is needed to verify it")]
+    #[error(
+        "--ca: {0} uses TLS, and the CA that signs its certificate is needed to verify it (the hub's is tls/ca.crt in its data dir)"
+    )]
     NoCa(String),
     #[error(
         "{path} holds the credentials of node \"{joined}\", not \"{name}\" (--name): delete it to join again"
@@ -369,12 +371,7 @@ pub async fn join(
                 source,
             })?;
         if api.tls {
-            let ca = ca_pem.ok_or_else(|| Error::Ca {
-                path: "(none)".into(),
-                message: format!(
-                    "the hub's CA certificate is needed to verify {url} (it is tls/ca.crt in the hub's data dir)"
-                ),
-            })?;
+            let ca = ca_pem.ok_or_else(|| Error::NoCa(url.to_string()))?;
             let config = client_config(ca).map_err(|message| Error::Ca {
                 path: "(given)".into(),
                 message,

@@ -11,10 +11,12 @@
 //!   checks itself, since the password is known only when issued.
 //! - `acl`: the hub may do anything; a node `%u` may read only its own
 //!   `down` and `module` topics and write only its own `up` and `presence`.
-//! - `spoke.conf`: `allow_anonymous false`, the two files, and
-//!   `use_username_as_clientid true`, so a node cannot take over another
-//!   node's session by naming its client id. Include it from mosquitto.conf
-//!   (`include_dir <dir>`).
+//! - `spoke.conf`: `allow_anonymous false` and the two files (global
+//!   options only). Include it from mosquitto.conf (`include_dir <dir>`) and
+//!   set `use_username_as_clientid true` in each listener section, so a node
+//!   cannot take over another node's session by naming its client id (a
+//!   listener option: written in an included file, Mosquitto would open an
+//!   extra default listener on port 1883 for it).
 //!
 //! Caveat: Mosquitto keeps an already connected client of a revoked node
 //! until it disconnects; the next connect is refused.
@@ -77,8 +79,8 @@ impl Files {
         std::fs::write(self.dir.join("acl"), acl())?;
         let conf = format!(
             "# Written by spoke-hub. Include with: include_dir {dir}\n\
+             # and set use_username_as_clientid true in each listener section.\n\
              allow_anonymous false\n\
-             use_username_as_clientid true\n\
              password_file {dir}/passwd\n\
              acl_file {dir}/acl\n",
             dir = self.dir.display()

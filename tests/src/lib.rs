@@ -178,9 +178,12 @@ impl Hub {
     /// files (`--mosquitto-dir`): the hub writes them, Mosquitto starts with
     /// them and reloads them (SIGHUP from the hub) when nodes join or are
     /// deleted.
-    pub async fn start_with_mosquitto() -> (Hub, Mosquitto) {
+    /// With `tls`, Mosquitto serves MQTT over TLS with the hub's server
+    /// certificate, and the hub and its boards verify it with the hub's CA.
+    pub async fn start_with_mosquitto(tls: bool) -> (Hub, Mosquitto) {
         let port = free_port();
-        let url = format!("mqtt://127.0.0.1:{port}");
+        let scheme = if tls { "mqtts" } else { "mqtt" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let files = tempfile::tempdir().expect("tempdir");
         let dir = files.path().to_str().expect("utf-8 temp dir").to_string();
         let pid_file = format!("{dir}/mosquitto.pid");
@@ -195,18 +198,28 @@ impl Hub {
             Some(&url),
             &extra,
             &[],
-            Some(&mut |_: &Path| {
-                // The hub has written its files before connecting: start
-                // Mosquitto with them while the hub retries.
-                broker = Some(Mosquitto::spawn_on(
-                    port,
-                    &format!("include_dir {dir}\npid_file {pid_file}\n"),
-                ));
+            Some(&mut |hub_dir: &Path| {
+                // The hub has written its files (and its certificates)
+                // before connecting: start Mosquitto with them while the hub
+                // retries.
+                let mut settings = format!(
+                    "use_username_as_clientid true\ninclude_dir {dir}\npid_file {pid_file}\n"
+                );
+                if tls {
+                    let tls_dir = hub_dir.join("tls");
+                    settings.push_str(&format!(
+                        "certfile {}\nkeyfile {}\n",
+                        tls_dir.join("server.crt").display(),
+                        tls_dir.join("server.key").display()
+                    ));
+                }
+                broker = Some(Mosquitto::spawn_on(port, &settings));
             }),
         )
         .await;
         let mut broker = broker.expect("mosquitto started");
         broker._files = Some(files);
+        broker.url = url;
         (hub, broker)
     }
 
@@ -275,7 +288,7 @@ impl Hub {
                 },
             )
             .await;
-            hook(&mosquitto_dir);
+            hook(&dir.path().join("hub"));
         }
         let mut hub = Hub {
             proc,

@@ -139,6 +139,12 @@ fn foreign_filters(b: &str) -> Vec<String> {
 /// replace it by the user name (Mosquitto's `use_username_as_clientid`).
 async fn node_a_cannot_reach_node_b(hub: &Hub, embedded: bool) {
     let a = join(hub, "node-a").await;
+    // Kept for the caller's revocation check.
+    std::fs::write(
+        hub.dir.path().join("node-a.json"),
+        serde_json::to_string(&a).unwrap(),
+    )
+    .unwrap();
     let _b_agent = hub.agent("node-b", &[]);
     hub.wait_node_ready("node-b").await;
     let a_id = "spoke-agent-node-a";
@@ -328,9 +334,29 @@ async fn a_node_cannot_reach_another_nodes_topics_on_the_embedded_broker() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_cannot_reach_another_nodes_topics_on_mosquitto() {
-    let (hub, _mosquitto) = Hub::start_with_mosquitto().await;
+async fn a_node_cannot_reach_another_nodes_topics_on_mosquitto_over_tls() {
+    let (hub, mosquitto) = Hub::start_with_mosquitto(true).await;
+    assert!(mosquitto.url.starts_with("mqtts://"));
     node_a_cannot_reach_node_b(&hub, false).await;
+
+    // Deleting node A rewrites Mosquitto's password file (and reloads it):
+    // A's credentials stop working.
+    let a: JoinResponse =
+        serde_json::from_str(&std::fs::read_to_string(hub.dir.path().join("node-a.json")).unwrap())
+            .unwrap();
+    hub.client()
+        .delete("/api/v1/nodes/node-a", None)
+        .await
+        .expect("delete node-a");
+    eventually(
+        Duration::from_secs(30),
+        "Mosquitto to refuse the deleted node",
+        || {
+            let o = options(&a, "spoke-agent-node-a", Some("node-a"), &a.password);
+            async move { connect(o).await.err() }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -426,11 +452,19 @@ async fn a_deleted_node_is_disconnected_and_cannot_connect_again() {
     eventually(Duration::from_secs(30), "the agent to be refused", || {
         let log = agent.proc.output();
         async move {
-            log.contains("the hub's broker refused this node")
-                .then_some(())
+            // Closed by the hub at the deletion, then refused on reconnect.
+            (log.contains("lost the connection to the hub's broker")
+                && log.contains("the hub's broker refused this node"))
+            .then_some(())
         }
     })
     .await;
     let gone = hub.client().get::<Value>("/api/v1/nodes/pi-gone").await;
     assert!(gone.is_err(), "the node came back: {gone:?}");
+    assert!(
+        hub.proc
+            .output()
+            .contains("its MQTT credentials are revoked"),
+        "the hub did not revoke the credentials"
+    );
 }

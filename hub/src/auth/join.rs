@@ -132,7 +132,8 @@ pub async fn revoke_deleted_nodes(
     kick: impl Fn(String) + Send + 'static,
 ) {
     let mut events = credentials.store.subscribe();
-    let prefix = store::prefix("nodes", None);
+    // `nodes//<name>`: cluster-scoped keys have an empty namespace.
+    let prefix = node_key("");
     let mut sweep = true;
     loop {
         if sweep {
