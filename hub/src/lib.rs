@@ -200,7 +200,16 @@ async fn mqtt(
         };
         let url = match &config.mqtt_public_url {
             Some(url) => url.clone(),
-            None => format!("{scheme}://{}", reachable(broker.public)),
+            None => {
+                if broker.public.ip().is_unspecified() {
+                    tracing::warn!(
+                        "--mqtt-listen {} on all addresses: joining boards are told to use loopback; give --mqtt-public-url mqtts://HUB-ADDRESS:{}",
+                        broker.public,
+                        broker.public.port()
+                    );
+                }
+                format!("{scheme}://{}", reachable(broker.public))
+            }
         };
         let access = sync::connect::Access {
             credentials: Some((broker::HUB_USER.to_string(), broker.hub_password.clone())),
