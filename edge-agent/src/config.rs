@@ -18,9 +18,30 @@ use crate::sync::Connection;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "spoke-agent", version, args_override_self = true)]
 pub struct Config {
-    /// The hub's MQTT broker, as mqtt://HOST[:PORT] (port 1883 by default).
+    /// The hub: its API (https://HOST:PORT) to join with --join-token, or
+    /// its MQTT broker (mqtts://HOST[:PORT], or mqtt:// for plain MQTT).
+    /// Not needed once the board has joined: the credentials file in the
+    /// data dir names the broker.
     #[arg(long, value_name = "URL")]
-    pub hub: String,
+    pub hub: Option<String>,
+
+    /// A bootstrap token (`spoke token create NAME --role bootstrap --ttl
+    /// 1h`) to exchange for this node's credentials at the hub's API
+    /// (--hub https://...). Used once: the credentials are kept in the data
+    /// dir (credentials.json, mode 0600).
+    #[arg(
+        long,
+        alias = "token",
+        value_name = "TOKEN",
+        env = "SPOKE_AGENT_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+
+    /// The hub's CA certificate (PEM; tls/ca.crt in the hub's data dir), to
+    /// verify its API when joining and its broker (mqtts://).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 
     /// This node's name: a DNS-1123 subdomain (lower-case letters, digits,
     /// '-' and '.'), unique in the fleet. Also the MQTT client id
@@ -111,7 +132,14 @@ impl Config {
             option: "name",
             message,
         })?;
-        self.connection()?;
+        if let Some(hub) = &self.hub
+            && !crate::identity::is_api_url(hub)
+        {
+            Connection::parse_url(hub).map_err(|e| Error::Invalid {
+                option: "hub",
+                message: e.to_string(),
+            })?;
+        }
         if self.restart_backoff_initial.is_zero() {
             return Err(Error::Invalid {
                 option: "restart-backoff-initial",
@@ -139,17 +167,6 @@ impl Config {
             });
         }
         Ok(())
-    }
-
-    /// The broker to connect to, with credentials.
-    pub fn connection(&self) -> Result<Connection, Error> {
-        let mut c = Connection::parse_url(&self.hub).map_err(|e| Error::Invalid {
-            option: "hub",
-            message: e.to_string(),
-        })?;
-        c.username = self.mqtt_username.clone();
-        c.password = self.mqtt_password.clone();
-        Ok(c)
     }
 
     /// The data dir, with its default.
@@ -194,7 +211,17 @@ mod tests {
         assert_eq!(c.name, "pi-1");
         assert_eq!(c.max_pods, 110);
         assert_eq!(c.backoff(), Backoff::default());
-        assert_eq!(c.connection().unwrap().port, 1883);
+        assert_eq!(c.hub.as_deref(), Some("mqtt://127.0.0.1:1883"));
+        let c = load(&[
+            "--hub",
+            "https://10.0.0.1:6443",
+            "--token",
+            "t.s",
+            "--name",
+            "pi-1",
+        ])
+        .unwrap();
+        assert_eq!(c.join_token.as_deref(), Some("t.s"));
         assert!(
             c.allow_host_path.is_empty(),
             "no hostPath is allowed by default"
@@ -216,7 +243,7 @@ mod tests {
             c.allow_host_path,
             [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
         );
-        assert_eq!(c.hub, "mqtt://10.0.0.1:1883");
+        assert_eq!(c.hub.as_deref(), Some("mqtt://10.0.0.1:1883"));
         assert_eq!(c.max_pods, 7);
         assert_eq!(c.restart_backoff_initial, Duration::from_secs(1));
     }
@@ -247,7 +274,7 @@ mod tests {
                 "--allow-host-path",
             ),
             (&["--hub", "mqtt://h", "--name", "Pi_1"], "--name"),
-            (&["--hub", "http://h", "--name", "pi"], "--hub"),
+            (&["--hub", "ftp://h", "--name", "pi"], "--hub"),
             (
                 &[
                     "--hub",

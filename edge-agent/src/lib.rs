@@ -1,12 +1,14 @@
 //! The Spoke edge agent: keeps a board's Wasm pods running, with or without the hub.
 //!
-//! Layout: [`config`] (flags and config file), [`state`] (local redb),
+//! Layout: [`config`] (flags and config file), [`identity`] (joining,
+//! credentials, TLS), [`state`] (local redb),
 //! [`sync`] (MQTT to the hub), [`modules`] (module cache and fetching),
 //! [`runtime`] (wasmtime), [`pods`] (lifecycle, supervisor, logs), [`node`]
 //! (what the board reports). [`run`] wires them together; `main.rs` only
 //! parses config and waits for a signal.
 
 pub mod config;
+pub mod identity;
 pub mod modules;
 pub mod node;
 pub mod pods;
@@ -66,12 +68,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         env!("CARGO_PKG_VERSION"),
         config.name,
         data.display(),
-        config.hub,
+        config.hub.as_deref().unwrap_or("(from credentials.json)"),
         restored,
         saved.revision,
     );
 
-    let connection = config.connection()?;
+    let connection = identity::resolve(&config, &data).await?;
     let (client, mut eventloop) =
         rumqttc::AsyncClient::new(sync::mqtt_options(&connection, &config.name), 256);
     // Small protocol messages must not wait for Nagle + delayed ACK (~40 ms a hop).

@@ -12,7 +12,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 const EXIT_BAD_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let config = match Config::load(std::env::args_os()) {
+    // `spoke-agent join ...` takes the same options, joins, and exits.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let join = args.get(1).is_some_and(|a| a == "join");
+    if join {
+        args.remove(1);
+    }
+    let config = match Config::load(args) {
         Ok(c) => c,
         Err(ConfigError::Args(e))
             if matches!(
@@ -52,6 +58,10 @@ fn main() -> ExitCode {
         .with(filter)
         .init();
 
+    if join {
+        return run_join(&config);
+    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .event_interval(spoke_agent::runtime::TOKIO_EVENT_INTERVAL)
@@ -67,6 +77,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `spoke-agent join`: exchange the bootstrap token for node credentials.
+fn run_join(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("spoke-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(spoke_agent::identity::join_only(config)) {
+        Ok(message) => {
+            eprintln!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spoke-agent join: {e}");
             ExitCode::FAILURE
         }
     }

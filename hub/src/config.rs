@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use spoke_api::broker::BrokerUrl;
 
 /// spoke-hub: the control plane of a Spoke fleet.
 ///
@@ -45,13 +46,59 @@ pub struct Config {
     #[arg(long)]
     pub insecure_http: bool,
 
-    /// Address of the embedded MQTT broker that agents connect to.
+    /// Address of the embedded MQTT broker that agents connect to. It
+    /// serves MQTT over TLS (certificate from the hub's CA) unless
+    /// --mqtt-insecure is given.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
     pub mqtt_listen: SocketAddr,
 
-    /// Use this external MQTT broker (mqtt://host:port) instead of the embedded one.
+    /// Serve the embedded broker in clear (plain MQTT) instead of TLS:
+    /// node passwords and desired state (Secrets included) then cross the
+    /// network unencrypted.
+    #[arg(long)]
+    pub mqtt_insecure: bool,
+
+    /// Use this external MQTT broker (mqtts://host:port, or mqtt:// for
+    /// plain MQTT) instead of the embedded one.
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+
+    /// The hub's user name at the external broker (see `spoke-hub
+    /// mosquitto-config`).
+    #[arg(long, value_name = "USER", requires = "mqtt_password")]
+    pub mqtt_username: Option<String>,
+
+    /// The hub's password at the external broker.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "SPOKE_HUB_MQTT_PASSWORD",
+        hide_env_values = true,
+        requires = "mqtt_username"
+    )]
+    pub mqtt_password: Option<String>,
+
+    /// CA certificate (PEM) that signs an external mqtts:// broker's
+    /// certificate. Default: the hub's own CA.
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_ca: Option<PathBuf>,
+
+    /// With an external Mosquitto (--mqtt-url): keep Mosquitto's password
+    /// file, ACL file and a config fragment (spoke.conf) in this directory,
+    /// rewritten on every join and revocation, and connect as the hub user
+    /// written there. Include it from mosquitto.conf with `include_dir DIR`.
+    #[arg(long, value_name = "DIR", requires = "mqtt_url")]
+    pub mosquitto_dir: Option<PathBuf>,
+
+    /// Mosquitto's pid file (its `pid_file` option): the hub sends SIGHUP
+    /// there after rewriting --mosquitto-dir, so Mosquitto reloads it.
+    #[arg(long, value_name = "FILE", requires = "mosquitto_dir")]
+    pub mosquitto_pid_file: Option<PathBuf>,
+
+    /// The broker URL given to joining boards. Default: the embedded
+    /// broker's address, or --mqtt-url.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_public_url: Option<String>,
 
     /// How long an agent may be disconnected before its node is marked NotReady.
     #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = humantime::parse_duration)]
@@ -124,12 +171,20 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), Error> {
-        if let Some(url) = &self.mqtt_url
-            && let Err(message) = spoke_api::protocol::parse_broker_url(url)
-        {
+        for (option, url) in [
+            ("mqtt-url", &self.mqtt_url),
+            ("mqtt-public-url", &self.mqtt_public_url),
+        ] {
+            if let Some(url) = url
+                && let Err(message) = spoke_api::broker::BrokerUrl::parse(url)
+            {
+                return Err(Error::Invalid { option, message });
+            }
+        }
+        if self.mqtt_url.is_none() && self.mqtt_username.is_some() {
             return Err(Error::Invalid {
-                option: "mqtt-url",
-                message,
+                option: "mqtt-username",
+                message: "only for an external broker (--mqtt-url); the embedded broker makes the hub's credentials itself".into(),
             });
         }
         for san in &self.tls_sans {
@@ -149,12 +204,14 @@ impl Config {
         Ok(())
     }
 
-    /// The broker URL the hub and local agents use.
+    /// The broker URL boards use (before the embedded broker has bound
+    /// its port; `--mqtt-public-url` wins).
     pub fn broker_url(&self) -> String {
-        match &self.mqtt_url {
-            Some(url) => url.replacen("tcp://", "mqtt://", 1),
-            None => format!("mqtt://{}", self.mqtt_listen),
+        if let Some(url) = self.mqtt_public_url.as_ref().or(self.mqtt_url.as_ref()) {
+            return BrokerUrl::parse(url).map_or_else(|_| url.clone(), |u| u.to_string());
         }
+        let scheme = if self.mqtt_insecure { "mqtt" } else { "mqtts" };
+        format!("{scheme}://{}", self.mqtt_listen)
     }
 }
 
@@ -173,6 +230,9 @@ mod tests {
     fn defaults_need_no_options() {
         let c = Config::load(args(&[])).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:6443");
+        assert_eq!(c.broker_url(), "mqtts://127.0.0.1:1883");
+        assert!(!c.mqtt_insecure);
+        let c = Config::load(args(&["--mqtt-insecure"])).unwrap();
         assert_eq!(c.broker_url(), "mqtt://127.0.0.1:1883");
         assert_eq!(c.node_grace, Duration::from_secs(40));
         assert!(!c.insecure_http && c.tls_sans.is_empty());
@@ -200,6 +260,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("--mqtt-url:"), "{e}");
+        let e = Config::load(args(&["--mqtt-username", "u", "--mqtt-password", "p"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--mqtt-username:"), "{e}");
         let e = Config::load(args(&["--listen", "nowhere"]))
             .unwrap_err()
             .to_string();

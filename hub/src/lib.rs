@@ -11,6 +11,7 @@ pub mod config;
 pub mod controllers;
 pub mod events;
 pub mod modules;
+pub mod mosquitto;
 pub mod scheduler;
 pub mod store;
 pub mod sync;
@@ -66,20 +67,54 @@ pub async fn run(
             .with_context(|| format!("cannot open the module store {}", modules_dir.display()))?,
     );
 
-    if config.mqtt_url.is_none() {
-        let listen = config.mqtt_listen;
-        tokio::task::spawn_blocking(move || broker::start(listen)).await??;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let local = listener.local_addr()?;
+    if config.insecure_http && !local.ip().is_loopback() {
+        tracing::warn!(
+            listen = %local,
+            "--insecure-http on a non-loopback address: tokens and objects cross the network in clear"
+        );
     }
-    let broker_url = config.broker_url();
+    // The hub's CA and server certificate serve HTTPS and MQTT over TLS.
+    let material = if config.insecure_http && config.mqtt_insecure {
+        None
+    } else {
+        let dir = config.data_dir.join("tls");
+        let names = tls::names(local, &config.tls_sans);
+        Some(
+            tls::load_or_create(&dir, &names)
+                .with_context(|| format!("cannot set up TLS in {}", dir.display()))?,
+        )
+    };
+    let tls = material.as_ref().filter(|_| !config.insecure_http);
+
+    let credentials = auth::join::NodeCredentials::new(store.clone());
+    let (broker, broker_url, access) = mqtt(&config, material.as_ref(), &credentials).await?;
+    // Boards verify an external mqtts:// broker with the CA the hub uses.
+    let board_ca = access.ca_pem.clone();
     let sync = sync::start(
         sync::Settings {
-            broker_url: broker_url.clone(),
+            broker_url: broker.as_ref().map_or_else(
+                || config.mqtt_url.clone().unwrap_or_default(),
+                |b| format!("mqtt://{}", b.internal),
+            ),
             node_grace: config.node_grace,
+            access,
         },
         store.clone(),
         modules.clone(),
     )
     .await?;
+    tokio::spawn(auth::join::revoke_deleted_nodes(
+        credentials.clone(),
+        move |node| {
+            if let Some(broker) = broker.clone() {
+                tokio::spawn(async move { broker.kick(&node).await });
+            }
+        },
+    ));
     tokio::spawn(scheduler::run(store.clone()));
     controllers::spawn(store.clone());
     controllers::spawn_workloads(store.clone());
@@ -90,33 +125,12 @@ pub async fn run(
     let audit = auth::audit::Log::open(&audit_path)
         .await
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
-    let local = listener.local_addr()?;
-    let tls = if config.insecure_http {
-        if !local.ip().is_loopback() {
-            tracing::warn!(
-                listen = %local,
-                "--insecure-http on a non-loopback address: tokens and objects cross the network in clear"
-            );
-        }
-        None
-    } else {
-        let dir = config.data_dir.join("tls");
-        let names = tls::names(local, &config.tls_sans);
-        Some(
-            tls::load_or_create(&dir, &names)
-                .with_context(|| format!("cannot set up TLS in {}", dir.display()))?,
-        )
-    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let api_url = format!("{scheme}://{}", reachable(local));
     if !config.no_client_config {
         let client = ClientConfig {
             api_url: &api_url,
-            ca_pem: tls.as_ref().map(|t| t.ca_pem.as_str()),
+            ca_pem: tls.map(|t| t.ca_pem.as_str()),
             token: admin_token.as_deref(),
         };
         write_client_config(&config.client_config, &client).with_context(|| {
@@ -133,10 +147,22 @@ pub async fn run(
         modules,
         sync,
     });
-    let app = auth::protect(app, auth::Auth { tokens, audit });
+    let join = auth::join::Join {
+        credentials,
+        broker_url: broker_url.clone(),
+        ca_pem: board_ca.or_else(|| material.as_ref().map(|m| m.ca_pem.clone())),
+    };
+    let app = auth::protect(
+        app,
+        auth::Auth {
+            tokens,
+            audit,
+            join,
+        },
+    );
     match tls {
         Some(tls) => {
-            let listener = tls::Listener::new(listener, tls.server)?;
+            let listener = tls::Listener::new(listener, tls.server.clone())?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await?
@@ -149,6 +175,87 @@ pub async fn run(
     }
     tracing::info!("spoke-hub stopped");
     Ok(())
+}
+
+/// Starts the embedded broker, or reads how to reach the external one.
+/// Returns the broker (if embedded), the URL boards are given, and the
+/// hub client's access.
+async fn mqtt(
+    config: &Config,
+    material: Option<&tls::Material>,
+    credentials: &auth::join::NodeCredentials,
+) -> anyhow::Result<(Option<broker::Broker>, String, sync::connect::Access)> {
+    if config.mqtt_url.is_none() {
+        let settings = broker::Settings {
+            listen: config.mqtt_listen,
+            tls: material
+                .filter(|_| !config.mqtt_insecure)
+                .map(|m| m.server.clone()),
+        };
+        let broker = broker::start(settings, credentials.clone()).await?;
+        let scheme = if config.mqtt_insecure {
+            "mqtt"
+        } else {
+            "mqtts"
+        };
+        let url = match &config.mqtt_public_url {
+            Some(url) => url.clone(),
+            None => {
+                if broker.public.ip().is_unspecified() {
+                    tracing::warn!(
+                        "--mqtt-listen {} on all addresses: joining boards are told to use loopback; give --mqtt-public-url mqtts://HUB-ADDRESS:{}",
+                        broker.public,
+                        broker.public.port()
+                    );
+                }
+                format!("{scheme}://{}", reachable(broker.public))
+            }
+        };
+        let access = sync::connect::Access {
+            credentials: Some((broker::HUB_USER.to_string(), broker.hub_password.clone())),
+            ca_pem: None,
+        };
+        return Ok((Some(broker), url, access));
+    }
+    let ca_pem = match &config.mqtt_ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --mqtt-ca {}", path.display()))?,
+        ),
+        None => material.map(|m| m.ca_pem.clone()),
+    };
+    let mut credentials_at_broker = config
+        .mqtt_username
+        .clone()
+        .zip(config.mqtt_password.clone());
+    if let Some(dir) = &config.mosquitto_dir {
+        let file = config.data_dir.join("mqtt-hub.password");
+        let password = mosquitto::hub_password(&file).with_context(|| {
+            format!("cannot keep the hub's MQTT password in {}", file.display())
+        })?;
+        let files = mosquitto::Files {
+            dir: dir.clone(),
+            pid_file: config.mosquitto_pid_file.clone(),
+        };
+        let hub_hash = mosquitto::password_hash(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Written once before the hub connects, so Mosquitto can start with them.
+        files
+            .write(credentials, &hub_hash)
+            .await
+            .with_context(|| format!("cannot write the Mosquitto files in {}", dir.display()))?;
+        tokio::spawn(mosquitto::keep_current(
+            files,
+            credentials.store().clone(),
+            credentials.clone(),
+            hub_hash,
+        ));
+        credentials_at_broker.get_or_insert((broker::HUB_USER.to_string(), password));
+    }
+    let access = sync::connect::Access {
+        credentials: credentials_at_broker,
+        ca_pem,
+    };
+    Ok((None, config.broker_url(), access))
 }
 
 fn print_banner(config: &Config, api_url: &str, broker_url: &str, store_path: &std::path::Path) {
@@ -177,13 +284,18 @@ fn print_banner(config: &Config, api_url: &str, broker_url: &str, store_path: &s
             config.client_config.display()
         )
     };
+    let join_ca = if config.insecure_http {
+        String::new()
+    } else {
+        format!(" --ca {}", config.data_dir.join("tls/ca.crt").display())
+    };
     let tls = if config.insecure_http {
         "none: plain HTTP (--insecure-http)".to_string()
     } else {
         format!("CA {}", config.data_dir.join("tls/ca.crt").display())
     };
     eprintln!(
-        "spoke-hub {} is up\n  API          {api_url}\n  TLS          {tls}\n  MQTT broker  {broker_url} ({broker_kind})\n  store        {}\n  modules      {}\n  audit log    {}\n  CLI config   {cli}\n  add a board  spoke-agent --hub {broker_url} --name <node-name>",
+        "spoke-hub {} is up\n  API          {api_url}\n  TLS          {tls}\n  MQTT broker  {broker_url} ({broker_kind})\n  store        {}\n  modules      {}\n  audit log    {}\n  CLI config   {cli}\n  add a board  spoke token create join-1 --role bootstrap --ttl 1h, then on the board:\n               spoke-agent join --hub {api_url}{join_ca} --token <token> --name <node-name>",
         env!("CARGO_PKG_VERSION"),
         store_path.display(),
         config.data_dir.join("modules").display(),

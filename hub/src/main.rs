@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                .unwrap_or_else(|_| "info,rmqtt=warn".into()),
         )
         // Colour codes only for people: logs collected from a pipe stay greppable.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -47,35 +47,52 @@ async fn wasmtime_instantiate(wasm: &[u8]) -> Duration {
     median(samples)
 }
 
-async fn mqtt_round_trip(broker_url: &str) -> Duration {
+async fn mqtt_round_trip(hub: &Hub) -> Duration {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let (host, port) = spoke_api::protocol::parse_broker_url(broker_url).expect("url");
-    let mut opts = MqttOptions::new("bench-floor", host, port);
+    // A node of its own: the broker lets a node publish only to its own
+    // topics, so the floor is a QoS 1 publish and its PUBACK (client →
+    // broker → client, over TLS as the agents do).
+    let creds: spoke_api::auth::JoinResponse = serde_json::from_value(
+        hub.client_with(Some(&hub.bootstrap_token))
+            .create(
+                spoke_api::auth::JOIN_PATH,
+                &serde_json::json!({"nodeName": "bench-floor"}),
+            )
+            .await
+            .expect("join"),
+    )
+    .expect("join answer");
+    let mut conn = spoke_agent::sync::Connection::parse_url(&creds.broker_url).expect("url");
+    conn.ca_pem = creds.ca_pem.clone();
+    let mut opts = MqttOptions::new("spoke-agent-bench-floor", conn.host.clone(), conn.port);
     opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_credentials(creds.username.clone(), creds.password.clone());
+    spoke_agent::identity::set_tls(&mut opts, &conn);
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
     // As the hub and the agent do.
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
-    client
-        .subscribe("bench/rtt", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    // Wait for the subscription to be acknowledged.
     loop {
-        if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.expect("poll") {
+        if let Event::Incoming(Packet::ConnAck(_)) = eventloop.poll().await.expect("poll") {
             break;
         }
     }
+    let topic = spoke_api::protocol::topic::up("bench-floor");
     let mut samples = Vec::new();
-    for i in 0..FLOOR_SAMPLES {
+    for _ in 0..FLOOR_SAMPLES {
         let t = Instant::now();
         client
-            .publish("bench/rtt", QoS::AtLeastOnce, false, format!("{i}"))
+            .publish(
+                &topic,
+                QoS::AtLeastOnce,
+                false,
+                r#"{"type":"ack","appliedRevision":0}"#,
+            )
             .await
             .expect("publish");
         loop {
-            if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.expect("poll") {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.expect("poll") {
                 break;
             }
         }
@@ -154,7 +171,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let commit = redb_commit(dir.path());
     let instantiate = wasmtime_instantiate(&wasm).await;
-    let rtt = mqtt_round_trip(&hub.mqtt_url).await;
+    let rtt = mqtt_round_trip(&hub).await;
     let floor = commit + instantiate + rtt;
 
     let agent_size = std::fs::metadata(bin("spoke-agent"))

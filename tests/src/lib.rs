@@ -139,8 +139,12 @@ pub struct Hub {
     pub proc: Proc,
     /// `https://127.0.0.1:PORT` (`http://` with `--insecure-http`).
     pub api_url: String,
+    /// The broker boards use: `mqtts://127.0.0.1:PORT` for the embedded
+    /// broker (`mqtt://` with `--mqtt-insecure`), or the external one.
     pub mqtt_url: String,
     pub dir: tempfile::TempDir,
+    /// A bootstrap token (one hour) that [`Hub::agent`] joins boards with.
+    pub bootstrap_token: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -168,6 +172,64 @@ impl Hub {
 
     /// A hub with extra options and environment variables.
     pub async fn start_full(broker_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Hub {
+        Hub::start_inner(broker_url, extra, env, None).await
+    }
+
+    /// A hub using a Mosquitto that enforces the hub's password and ACL
+    /// files (`--mosquitto-dir`): the hub writes them, Mosquitto starts with
+    /// them and reloads them (SIGHUP from the hub) when nodes join or are
+    /// deleted.
+    /// With `tls`, Mosquitto serves MQTT over TLS with the hub's server
+    /// certificate, and the hub and its boards verify it with the hub's CA.
+    pub async fn start_with_mosquitto(tls: bool) -> (Hub, Mosquitto) {
+        let port = free_port();
+        let scheme = if tls { "mqtts" } else { "mqtt" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let files = tempfile::tempdir().expect("tempdir");
+        let dir = files.path().to_str().expect("utf-8 temp dir").to_string();
+        let pid_file = format!("{dir}/mosquitto.pid");
+        let extra = [
+            "--mosquitto-dir",
+            dir.as_str(),
+            "--mosquitto-pid-file",
+            pid_file.as_str(),
+        ];
+        let mut broker = None;
+        let hub = Hub::start_inner(
+            Some(&url),
+            &extra,
+            &[],
+            Some(&mut |hub_dir: &Path| {
+                // The hub has written its files (and its certificates)
+                // before connecting: start Mosquitto with them while the hub
+                // retries.
+                let mut settings = format!(
+                    "use_username_as_clientid true\ninclude_dir {dir}\npid_file {pid_file}\n"
+                );
+                if tls {
+                    let tls_dir = hub_dir.join("tls");
+                    settings.push_str(&format!(
+                        "certfile {}\nkeyfile {}\n",
+                        tls_dir.join("server.crt").display(),
+                        tls_dir.join("server.key").display()
+                    ));
+                }
+                broker = Some(Mosquitto::spawn_on(port, &settings));
+            }),
+        )
+        .await;
+        let mut broker = broker.expect("mosquitto started");
+        broker._files = Some(files);
+        broker.url = url;
+        (hub, broker)
+    }
+
+    async fn start_inner(
+        broker_url: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        mut before_up: Option<&mut dyn FnMut(&Path)>,
+    ) -> Hub {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -196,7 +258,12 @@ impl Hub {
             }
             None => {
                 args.extend(["--mqtt-listen".into(), format!("127.0.0.1:{mqtt}")]);
-                format!("mqtt://127.0.0.1:{mqtt}")
+                let scheme = if extra.contains(&"--mqtt-insecure") {
+                    "mqtt"
+                } else {
+                    "mqtts"
+                };
+                format!("{scheme}://127.0.0.1:{mqtt}")
             }
         };
         args.extend(extra.iter().map(|a| a.to_string()));
@@ -206,21 +273,83 @@ impl Hub {
             "https"
         };
         let proc = Hub::spawn(&args, &env, dir.path());
-        let hub = Hub {
+        if let Some(hook) = before_up.as_mut() {
+            let mosquitto_dir = extra
+                .iter()
+                .position(|a| *a == "--mosquitto-dir")
+                .map(|i| PathBuf::from(extra[i + 1]))
+                .expect("--mosquitto-dir");
+            let passwd = mosquitto_dir.join("spoke.conf");
+            eventually(
+                Duration::from_secs(30),
+                "the hub to write the Mosquitto files",
+                || {
+                    let exists = passwd.exists();
+                    async move { exists.then_some(()) }
+                },
+            )
+            .await;
+            hook(&dir.path().join("hub"));
+        }
+        let mut hub = Hub {
             proc,
             api_url: format!("{scheme}://127.0.0.1:{api}"),
             mqtt_url,
             dir,
+            bootstrap_token: String::new(),
             args,
             env,
         };
         hub.wait_up().await;
+        hub.bootstrap_token = hub
+            .create_token("harness-join", "bootstrap", Some(3600))
+            .await;
         hub
+    }
+
+    /// Creates a token with the admin client and returns its secret.
+    pub async fn create_token(&self, name: &str, role: &str, ttl_seconds: Option<u64>) -> String {
+        let mut spec = serde_json::json!({"role": role});
+        if let Some(ttl) = ttl_seconds {
+            spec["expirationSeconds"] = ttl.into();
+        }
+        let created = self
+            .client()
+            .create(
+                "/apis/spoke.dev/v1/tokens",
+                &serde_json::json!({"metadata": {"name": name}, "spec": spec}),
+            )
+            .await
+            .expect("create a token");
+        created["status"]["token"]
+            .as_str()
+            .expect("the token's secret")
+            .to_string()
+    }
+
+    /// The hub's CA certificate file.
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir().join("tls/ca.crt")
+    }
+
+    /// Options that make an agent join this hub at its first start, as a
+    /// board's config file would (`hub`, `join-token`, `ca`).
+    pub fn join_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--hub".to_string(),
+            self.api_url.clone(),
+            "--join-token".into(),
+            self.bootstrap_token.clone(),
+        ];
+        if self.ca_path().exists() {
+            args.extend(["--ca".into(), self.ca_path().display().to_string()]);
+        }
+        args
     }
 
     fn spawn(args: &[String], env: &[(String, String)], dir: &Path) -> Proc {
         let mut cmd = Command::new(bin("spoke-hub"));
-        cmd.args(args).env("RUST_LOG", "info,rumqttd=warn");
+        cmd.args(args).env("RUST_LOG", "info,rmqtt=warn");
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         // Append, so that a restarted hub's log follows the first one's.
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
@@ -278,9 +407,14 @@ impl Hub {
             .expect("client")
     }
 
-    /// Starts an agent for node `name` against this hub.
+    /// Starts an agent for node `name` against this hub. It joins with the
+    /// harness' bootstrap token at its first start and uses the credentials
+    /// it stored from then on.
     pub fn agent(&self, name: &str, extra: &[&str]) -> Agent {
-        Agent::start(&self.mqtt_url, name, self.dir.path(), extra)
+        let mut args = self.join_args();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Agent::start_args(name, self.dir.path(), &args)
     }
 
     /// Runs the `spoke` CLI with the config the hub wrote.
@@ -401,13 +535,22 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent connecting to the broker at `mqtt_url` with `extra` options
+    /// (credentials, if the broker wants some).
     pub fn start(mqtt_url: &str, name: &str, base: &Path, extra: &[&str]) -> Agent {
+        let mut args = vec!["--hub", mqtt_url];
+        args.extend(extra);
+        Agent::start_args(name, base, &args)
+    }
+
+    /// An agent for node `name` with data dir `base/agent-NAME` and `args`.
+    pub fn start_args(name: &str, base: &Path, args: &[&str]) -> Agent {
         let data_dir = base.join(format!("agent-{name}"));
         let mut cmd = Command::new(bin("spoke-agent"));
-        cmd.args(["--hub", mqtt_url, "--name", name])
+        cmd.args(["--name", name])
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info");
         let log = base.join(format!("agent-{name}.log"));
         Agent {
@@ -443,19 +586,28 @@ pub struct Mosquitto {
     pub proc: Proc,
     pub url: String,
     _dir: tempfile::TempDir,
+    _files: Option<tempfile::TempDir>,
 }
 
 impl Mosquitto {
+    /// Mosquitto that lets anyone in (no password or ACL file).
     pub async fn start() -> Mosquitto {
+        let port = free_port();
+        let m = Mosquitto::spawn_on(port, "allow_anonymous true\n");
+        m.wait_listening().await;
+        m
+    }
+
+    /// Starts Mosquitto on `port` with `settings` added to its config, not
+    /// waiting for it to listen.
+    fn spawn_on(port: u16, settings: &str) -> Mosquitto {
         let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("mosquitto is not installed: apt-get install mosquitto (scripts/test does it as root)");
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        let mut text =
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n");
+        let mut text = format!("listener {port} 127.0.0.1\npersistence false\n{settings}");
         // Started as root, Mosquitto drops to user "mosquitto" unless told not to.
         if running_as_root() {
             text.push_str("user root\n");
@@ -464,17 +616,21 @@ impl Mosquitto {
         let mut cmd = Command::new(exe);
         cmd.arg("-c").arg(&conf);
         let proc = Proc::spawn(cmd, dir.path().join("mosquitto.log"));
-        let addr = format!("127.0.0.1:{port}");
+        Mosquitto {
+            proc,
+            url: format!("mqtt://127.0.0.1:{port}"),
+            _dir: dir,
+            _files: None,
+        }
+    }
+
+    async fn wait_listening(&self) {
+        let addr = self.url.trim_start_matches("mqtt://").to_string();
         eventually(Duration::from_secs(10), "mosquitto to listen", || {
             let addr = addr.clone();
             async move { std::net::TcpStream::connect(&addr).ok().map(|_| ()) }
         })
         .await;
-        Mosquitto {
-            proc,
-            url: format!("mqtt://{addr}"),
-            _dir: dir,
-        }
     }
 
     /// Kills the broker (as a crash would: no goodbye to its clients).

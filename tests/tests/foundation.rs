@@ -311,7 +311,7 @@ async fn an_agent_restarted_without_the_hub_brings_its_pods_back_from_local_stat
 
     // The agent comes back with no hub to talk to, and runs hello again
     // from its own store: a fresh instance counts from 1 in the pod's log.
-    let agent2 = spoke_e2e::Agent::start(&hub.mqtt_url, "edge-1", hub.dir.path(), &[]);
+    let agent2 = hub.agent("edge-1", &[]);
     eventually(
         Duration::from_secs(30),
         "hello to run again without the hub",

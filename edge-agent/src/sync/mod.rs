@@ -40,9 +40,9 @@ pub const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Errors of the sync layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `--hub` is not an `mqtt://host[:port]` URL.
+    /// `--hub` is not a broker URL.
     #[error("hub URL '{0}': {1}")]
-    BadUrl(String, &'static str),
+    BadUrl(String, String),
 }
 
 /// Where and how to connect.
@@ -52,46 +52,25 @@ pub struct Connection {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// MQTT over TLS, verified against `ca_pem` (see [`crate::identity`]).
+    pub tls: bool,
+    /// CA certificates (PEM) that sign the broker's certificate.
+    pub ca_pem: Option<String>,
 }
 
 impl Connection {
-    /// Parses `mqtt://host[:port]` (or `tcp://`). TLS (`mqtts://`) is not
-    /// built into this agent yet.
+    /// Parses `mqtts://host[:port]` (TLS, port 8883 by default) or
+    /// `mqtt://host[:port]` (plain, 1883; `tcp://` and `ssl://` also work).
     pub fn parse_url(url: &str) -> Result<Connection, Error> {
-        let bad = |why| Error::BadUrl(url.to_string(), why);
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                if url.starts_with("mqtts://") || url.starts_with("ssl://") {
-                    bad("TLS is not supported by this build of the agent yet; use mqtt://")
-                } else {
-                    bad("expected mqtt://host[:port]")
-                }
-            })?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-                None if after.is_empty() => 1883,
-                None => return Err(bad("unexpected text after the host")),
-            };
-            (h.to_string(), port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (rest.to_string(), 1883),
-            }
-        };
-        if host.is_empty() || host.contains('/') || host.contains('@') {
-            return Err(bad("expected mqtt://host[:port] with no path or user"));
-        }
+        let u = spoke_api::broker::BrokerUrl::parse(url)
+            .map_err(|why| Error::BadUrl(url.to_string(), why))?;
         Ok(Connection {
-            host,
-            port,
+            host: u.host,
+            port: u.port,
             username: None,
             password: None,
+            tls: u.tls,
+            ca_pem: None,
         })
     }
 }
@@ -115,6 +94,7 @@ pub fn mqtt_options(conn: &Connection, name: &str) -> MqttOptions {
     if let (Some(u), Some(p)) = (&conn.username, &conn.password) {
         o.set_credentials(u.clone(), p.clone());
     }
+    crate::identity::set_tls(&mut o, conn);
     o
 }
 
@@ -172,6 +152,8 @@ pub async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Inbound>)
                     if tx.send(Inbound::Disconnected).is_err() {
                         return;
                     }
+                } else if let Some(why) = crate::identity::refusal(&e) {
+                    tracing::warn!("{why}");
                 } else {
                     tracing::debug!(error = %e, "cannot reach the hub's broker");
                 }
@@ -486,13 +468,9 @@ mod tests {
         assert_eq!((c.host.as_str(), c.port), ("hub.local", 1883));
         let c = Connection::parse_url("mqtt://[::1]:2000").unwrap();
         assert_eq!((c.host.as_str(), c.port), ("::1", 2000));
-        for bad in [
-            "http://x",
-            "mqtt://",
-            "mqtt://h:notaport",
-            "mqtts://h:8883",
-            "mqtt://u@h",
-        ] {
+        let c = Connection::parse_url("mqtts://hub.local").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.tls), ("hub.local", 8883, true));
+        for bad in ["http://x", "mqtt://", "mqtt://h:notaport", "mqtt://u@h"] {
             assert!(Connection::parse_url(bad).is_err(), "{bad}");
         }
     }

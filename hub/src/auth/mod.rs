@@ -6,12 +6,14 @@
 //!   `/apis/spoke.dev/v1/tokens`.
 //! - [`rbac`] decides, from the token's role and namespace.
 //! - [`audit`] writes one JSON line per request.
+//! - [`join`] exchanges bootstrap tokens for per-node MQTT credentials.
 //!
 //! `/healthz`, `/readyz` and `/version` answer anyone (Kubernetes does the
 //! same); every other request needs a live token: 401 `Unauthorized`
 //! without one, 403 `Forbidden` when its role does not allow the request.
 
 pub mod audit;
+pub mod join;
 pub mod rbac;
 pub mod request;
 pub mod tokens;
@@ -52,12 +54,14 @@ pub struct Identity {
 pub struct Auth {
     pub tokens: Tokens,
     pub audit: audit::Log,
+    pub join: join::Join,
 }
 
 /// Puts the token routes beside `api` and every route behind
 /// authentication, authorization and the audit log.
 pub fn protect(api: Router, auth: Auth) -> Router {
     api.merge(tokens::routes(auth.tokens.clone()))
+        .merge(join::routes(auth.join.clone()))
         .layer(axum::middleware::from_fn_with_state(auth, check))
 }
 

@@ -12,6 +12,8 @@
 //! - `node`: only what the agent of the node named like the token needs:
 //!   read and update its own Node (and its status), list and watch the pods
 //!   bound to it (`fieldSelector=spec.nodeName=<node>`), download modules.
+//! - `bootstrap`: only join a board (`POST /apis/spoke.dev/v1/join`), which
+//!   cluster-wide admins may also do.
 //!
 //! Discovery paths are open to every authenticated identity; other
 //! non-resource paths to cluster-wide admins only.
@@ -34,6 +36,7 @@ pub fn allows(who: &Identity, what: &Attributes) -> bool {
     }
     match who.role {
         Role::Node => node_allows(&who.name, what),
+        Role::Bootstrap => is_join(what),
         role => match &who.namespace {
             None => cluster_allows(role, what),
             Some(bound) => namespace_allows(role, bound, what),
@@ -52,7 +55,7 @@ fn cluster_allows(role: Role, what: &Attributes) -> bool {
         Role::Edit if in_namespace => true,
         Role::Edit => what.is_read() || (resource == "modules" && what.verb == "create"),
         Role::View => what.is_read() && !HIDDEN_FROM_VIEW.contains(&resource),
-        Role::Node => false,
+        Role::Node | Role::Bootstrap => false,
     }
 }
 
@@ -66,8 +69,17 @@ fn namespace_allows(role: Role, bound: &str, what: &Attributes) -> bool {
     match role {
         Role::Admin | Role::Edit => true,
         Role::View => what.is_read() && !HIDDEN_FROM_VIEW.contains(&what.resource.as_str()),
-        Role::Node => false,
+        Role::Node | Role::Bootstrap => false,
     }
+}
+
+/// `POST /apis/spoke.dev/v1/join`: exchanging a bootstrap token for node credentials.
+fn is_join(what: &Attributes) -> bool {
+    what.group == "spoke.dev"
+        && what.resource == "join"
+        && what.verb == "create"
+        && what.namespace.is_none()
+        && what.name.is_none()
 }
 
 fn node_allows(node: &str, what: &Attributes) -> bool {
@@ -255,6 +267,35 @@ mod tests {
             ("GET", "/metrics"),
         ] {
             assert!(!may(&node, method, path), "node may {method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_bootstrap_token_can_only_join() {
+        let join = who(Role::Bootstrap, None);
+        assert!(may(&join, "POST", "/apis/spoke.dev/v1/join"));
+        assert!(may(
+            &who(Role::Admin, None),
+            "POST",
+            "/apis/spoke.dev/v1/join"
+        ));
+        for (method, path) in [
+            ("GET", "/apis/spoke.dev/v1/join"),
+            ("POST", "/apis/spoke.dev/v1/join/x"),
+            ("GET", "/api/v1/nodes"),
+            ("GET", "/api/v1/nodes/pi-1"),
+            ("POST", PODS),
+            ("GET", "/apis/spoke.dev/v1/tokens"),
+            ("POST", "/apis/spoke.dev/v1/tokens"),
+            ("GET", "/apis/spoke.dev/v1/modules"),
+        ] {
+            assert!(!may(&join, method, path), "bootstrap may {method} {path}");
+        }
+        for role in [Role::Edit, Role::View, Role::Node] {
+            assert!(
+                !may(&who(role, None), "POST", "/apis/spoke.dev/v1/join"),
+                "{role}"
+            );
         }
     }
 

@@ -58,12 +58,12 @@ fn key(name: &str) -> String {
 }
 
 /// `sha256:<hex>` of a token string.
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
 /// Equality that takes as long whatever the first differing byte.
-fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -72,7 +72,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// 32 random bytes from the operating system, URL-safe base64.
-fn secret() -> Result<String, Error> {
+pub(crate) fn secret() -> Result<String, Error> {
     let mut bytes = [0u8; 32];
     rustls::crypto::ring::default_provider()
         .secure_random

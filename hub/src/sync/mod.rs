@@ -5,6 +5,7 @@
 //! task handles them in order, together with store events and a timer, so
 //! that per-node bookkeeping needs no locks. See `docs/protocol.md`.
 
+pub mod connect;
 mod desired;
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +39,8 @@ pub struct Settings {
     pub broker_url: String,
     /// A node whose agent has been gone this long is marked not ready.
     pub node_grace: Duration,
+    /// The hub's credentials and trust for the broker.
+    pub access: connect::Access,
 }
 
 /// Why a log request failed.
@@ -138,9 +141,7 @@ pub async fn start(
     store: Store,
     modules: Arc<ModuleStore>,
 ) -> anyhow::Result<Handle> {
-    let (host, port) = protocol::parse_broker_url(&settings.broker_url)
-        .map_err(|e| anyhow::anyhow!("broker URL: {e}"))?;
-    let mut options = MqttOptions::new("spoke-hub", host, port);
+    let mut options = connect::options(&settings.broker_url, "spoke-hub", &settings.access)?;
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(true)

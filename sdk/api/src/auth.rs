@@ -11,6 +11,9 @@ use crate::validation::{FieldError, dns1123_label};
 
 /// Collection path of tokens.
 pub const TOKENS_PATH: &str = "/apis/spoke.dev/v1/tokens";
+/// Where a board exchanges a bootstrap token for its node credentials (POST
+/// a [`JoinRequest`], answered with a [`JoinResponse`]).
+pub const JOIN_PATH: &str = "/apis/spoke.dev/v1/join";
 /// `apiVersion` of a `Token`.
 pub const API_VERSION: &str = "spoke.dev/v1";
 
@@ -20,7 +23,9 @@ pub const MAX_EXPIRATION_SECONDS: u64 = 100 * 365 * 24 * 3600;
 /// What a token may do. `admin`, `edit` and `view` follow Kubernetes' user
 /// roles of the same names (view cannot read secrets; only admin manages
 /// tokens and cluster-scoped objects); `node` is for a board's agent and can
-/// only read and report what concerns its own node (named like the token).
+/// only read and report what concerns its own node (named like the token);
+/// `bootstrap` can only join boards (exchange itself for per-node MQTT
+/// credentials at [`JOIN_PATH`]) and must expire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -28,11 +33,18 @@ pub enum Role {
     Edit,
     View,
     Node,
+    Bootstrap,
 }
 
 impl Role {
     /// Every role, in order of power.
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Edit, Role::View, Role::Node];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Edit,
+        Role::View,
+        Role::Node,
+        Role::Bootstrap,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,6 +52,7 @@ impl Role {
             Role::Edit => "edit",
             Role::View => "view",
             Role::Node => "node",
+            Role::Bootstrap => "bootstrap",
         }
     }
 }
@@ -57,7 +70,9 @@ impl std::str::FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role \"{s}\" (roles: admin, edit, view, node)"))
+            .ok_or_else(|| {
+                format!("unknown role \"{s}\" (roles: admin, edit, view, node, bootstrap)")
+            })
     }
 }
 
@@ -161,6 +176,22 @@ pub fn validate_token(token: &Token) -> Vec<FieldError> {
             "a node token is cluster-wide: it is bound to the node named like the token".into(),
         );
     }
+    if token.spec.role == Role::Bootstrap {
+        if token.spec.namespace.is_some() {
+            bad(
+                "spec.namespace",
+                "FieldValueForbidden",
+                "a bootstrap token is cluster-wide".into(),
+            );
+        }
+        if token.spec.expiration_seconds.is_none() {
+            bad(
+                "spec.expirationSeconds",
+                "FieldValueRequired",
+                "a bootstrap token must expire (e.g. --ttl 1h)".into(),
+            );
+        }
+    }
     match token.spec.expiration_seconds {
         Some(0) => bad(
             "spec.expirationSeconds",
@@ -177,6 +208,30 @@ pub fn validate_token(token: &Token) -> Vec<FieldError> {
     errs
 }
 
+/// What a board sends to [`JOIN_PATH`] with a bootstrap token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The node's name (a DNS-1123 subdomain), unique in the fleet.
+    pub node_name: String,
+}
+
+/// The hub's answer to a join: everything the board needs to connect.
+/// `password` is shown only here; the hub keeps its sha256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResponse {
+    pub node_name: String,
+    /// `mqtts://host:port` (or `mqtt://` when the hub serves MQTT in clear).
+    pub broker_url: String,
+    /// MQTT user name: the node's name.
+    pub username: String,
+    pub password: String,
+    /// The hub's CA (PEM), which signs the broker's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +243,7 @@ mod tests {
         }
         let e = "root".parse::<Role>().unwrap_err();
         assert!(
-            e.contains("root") && e.contains("admin, edit, view, node"),
+            e.contains("root") && e.contains("admin, edit, view, node, bootstrap"),
             "{e}"
         );
     }
@@ -214,6 +269,11 @@ mod tests {
             fields(&Token::new("t", Role::View, Some("a.b"), Some(0))),
             ["spec.namespace", "spec.expirationSeconds"]
         );
+        assert_eq!(
+            fields(&Token::new("join", Role::Bootstrap, None, None)),
+            ["spec.expirationSeconds"]
+        );
+        assert!(validate_token(&Token::new("join", Role::Bootstrap, None, Some(3600))).is_empty());
     }
 
     #[test]

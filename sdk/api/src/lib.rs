@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod auth;
 pub mod batch;
+pub mod broker;
 pub mod config;
 pub mod core;
 pub mod cron;
