@@ -3,8 +3,8 @@
 //! node credentials ([`crate::auth::join`]).
 //!
 //! Rules (also in docs/protocol.md, "Security"):
-//! - The hub's own client (user [`HUB_USER`], a password made at each start
-//!   and known only to this process) may do anything.
+//! - The hub's own client (user [`HUB_USER`], a password made once and kept
+//!   in `<data-dir>/mqtt-hub.password`, mode 0600) may do anything.
 //! - Node `N` connects with user name `N`, its password, client id
 //!   `spoke-agent-N` and, if any, a last will on its own presence topic; it
 //!   may subscribe only to its own `down` and `module` topics (exact
@@ -93,9 +93,11 @@ impl Broker {
 }
 
 /// Starts the broker on the hub's runtime.
-pub async fn start(settings: Settings, credentials: NodeCredentials) -> Result<Broker, Error> {
-    let hub_password = crate::auth::tokens::secret()
-        .map_err(|e| Error::Start(format!("no random password: {e}")))?;
+pub async fn start(
+    settings: Settings,
+    credentials: NodeCredentials,
+    hub_password: String,
+) -> Result<Broker, Error> {
     let scx = ServerContext::new().build().await;
     let register = scx.extends.hook_mgr().register();
     let acl = Acl {
@@ -378,4 +380,18 @@ mod tests {
         assert_eq!(node_of_client_id("spoke-agent-pi-1"), Some("pi-1"));
         assert_eq!(node_of_client_id("pi-1"), None);
     }
+}
+
+/// The hub's own MQTT password (embedded broker or Mosquitto): made once,
+/// kept in `file` (mode 0600).
+pub fn hub_password(file: &std::path::Path) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(file) {
+        let text = text.trim();
+        if !text.is_empty() {
+            return Ok(text.to_string());
+        }
+    }
+    let password = crate::auth::tokens::secret().map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::tls::write_private(file, password.as_bytes())?;
+    Ok(password)
 }

@@ -192,7 +192,10 @@ async fn mqtt(
                 .filter(|_| !config.mqtt_insecure)
                 .map(|m| m.server.clone()),
         };
-        let broker = broker::start(settings, credentials.clone()).await?;
+        // Kept in the data dir (0600) so that an operator can watch the
+        // broker as the hub (`mosquitto_sub -u _spoke-hub`), as with Mosquitto.
+        let password = broker::hub_password(&config.data_dir.join("mqtt-hub.password"))?;
+        let broker = broker::start(settings, credentials.clone(), password).await?;
         let scheme = if config.mqtt_insecure {
             "mqtt"
         } else {
@@ -230,7 +233,7 @@ async fn mqtt(
         .zip(config.mqtt_password.clone());
     if let Some(dir) = &config.mosquitto_dir {
         let file = config.data_dir.join("mqtt-hub.password");
-        let password = mosquitto::hub_password(&file).with_context(|| {
+        let password = broker::hub_password(&file).with_context(|| {
             format!("cannot keep the hub's MQTT password in {}", file.display())
         })?;
         let files = mosquitto::Files {

@@ -21,7 +21,7 @@
 //! Caveat: Mosquitto keeps an already connected client of a revoked node
 //! until it disconnects; the next connect is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha512};
@@ -112,20 +112,6 @@ impl Files {
             Err(e) => tracing::warn!(pid, error = %e, "cannot signal Mosquitto to reload"),
         }
     }
-}
-
-/// The hub's own password at the external broker: made once, kept in
-/// `file` (mode 0600).
-pub fn hub_password(file: &Path) -> anyhow::Result<String> {
-    if let Ok(text) = std::fs::read_to_string(file) {
-        let text = text.trim();
-        if !text.is_empty() {
-            return Ok(text.to_string());
-        }
-    }
-    let password = crate::auth::tokens::secret().map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::tls::write_private(file, password.as_bytes())?;
-    Ok(password)
 }
 
 /// Keeps the files current: writes them now, then after every change of

@@ -417,6 +417,38 @@ impl Hub {
         Agent::start_args(name, self.dir.path(), &args)
     }
 
+    /// An agent for node `name` that joins this hub, then reaches its broker
+    /// at `broker_url` (a proxy in front of it, say) instead of the address
+    /// the join answered.
+    pub fn agent_via(&self, name: &str, broker_url: &str, extra: &[&str]) -> Agent {
+        let data_dir = self.dir.path().join(format!("agent-{name}"));
+        let out = Command::new(bin("spoke-agent"))
+            .arg("join")
+            .args(["--name", name])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(self.join_args())
+            .output()
+            .expect("run spoke-agent join");
+        assert!(
+            out.status.success(),
+            "spoke-agent join failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut args = vec!["--hub", broker_url];
+        args.extend(extra);
+        Agent::start_args(name, self.dir.path(), &args)
+    }
+
+    /// The password of the hub's own MQTT user (`_spoke-hub`), which may
+    /// read and write every topic: for tests that watch or forge traffic.
+    pub fn mqtt_hub_password(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("mqtt-hub.password"))
+            .expect("the hub's MQTT password file")
+            .trim()
+            .to_string()
+    }
+
     /// Runs the `spoke` CLI with the config the hub wrote.
     pub fn spoke(&self, args: &[&str]) -> Output {
         self.spoke_cmd().args(args).output().expect("run spoke")

@@ -71,7 +71,14 @@ impl TcpProxy {
 
     /// `mqtt://127.0.0.1:PORT`, for an agent's `--hub`.
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        self.url_like("mqtt://")
+    }
+
+    /// This proxy's address with the scheme of `broker_url`
+    /// (`mqtts://127.0.0.1:PORT` in front of a TLS broker).
+    pub fn url_like(&self, broker_url: &str) -> String {
+        let scheme = broker_url.split("://").next().unwrap_or("mqtt");
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Closes every open connection and refuses new ones until [`TcpProxy::heal`].

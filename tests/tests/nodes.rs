@@ -1,72 +1,15 @@
 //! Node lifecycle end to end: a hub, two real agents running the hello
-//! module, one of them reaching the hub's broker through a TCP relay that
+//! module, one of them reaching the hub's broker through a TCP proxy that
 //! the test can cut, as a board's link would be. Its agent process keeps
 //! running (and keeps running its pods) while the link is down. Also
 //! `spoke cordon`, `uncordon` and `drain` as a user runs them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use spoke_client::Client;
-use spoke_e2e::{Agent, Hub, example_wasm, tail};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A TCP relay between an agent and the broker that can be cut (every
-/// connection dropped, new ones refused) and restored.
-struct Link {
-    port: u16,
-    cut: Arc<watch::Sender<bool>>,
-}
-
-impl Link {
-    async fn start(target: u16) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, _) = watch::channel(false);
-        let cut = Arc::new(tx);
-        let cut_rx = cut.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut rx = cut_rx.subscribe();
-                if *rx.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = rx.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        Link { port, cut }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-
-    fn restore(&self) {
-        self.cut.send_replace(false);
-    }
-}
-
-fn broker_port(hub: &Hub) -> u16 {
-    hub.mqtt_url.rsplit(':').next().unwrap().parse().unwrap()
-}
+use spoke_e2e::proxy::TcpProxy;
+use spoke_e2e::{Hub, example_wasm, tail};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
@@ -149,8 +92,8 @@ async fn wait_until<T>(hub: &Hub, what: &str, check: impl AsyncFn() -> Option<T>
 async fn a_node_cut_off_past_the_toleration_loses_only_replicated_pods_and_stops_stale_copies_on_return()
  {
     let hub = Hub::start_opts(None, &["--node-grace", "1s"]).await;
-    let link = Link::start(broker_port(&hub)).await;
-    let _a1 = Agent::start(&link.url(), "edge-1", hub.dir.path(), &[]);
+    let link = TcpProxy::start(hub.mqtt_url.split("://").nth(1).unwrap()).await;
+    let _a1 = hub.agent_via("edge-1", &link.url_like(&hub.mqtt_url), &[]);
     let _a2 = hub.agent("edge-2", &[]);
     hub.wait_node_ready("edge-1").await;
     hub.wait_node_ready("edge-2").await;
@@ -262,7 +205,7 @@ async fn a_node_cut_off_past_the_toleration_loses_only_replicated_pods_and_stops
 
     // The link comes back: the stale copies stop on edge-1 and go; the
     // DaemonSet's pod and the bare pod ran throughout.
-    link.restore();
+    link.heal();
     hub.wait_node_ready("edge-1").await;
     wait_until(&hub, "stale web copies gone", async || {
         for old in &web_before {

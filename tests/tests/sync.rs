@@ -46,8 +46,9 @@ async fn setup(mosquitto: bool) -> (Hub, Agent, Link) {
         (hub, agent, Link::Mosquitto(broker))
     } else {
         let hub = Hub::start().await;
-        let proxy = TcpProxy::start(hub.mqtt_url.trim_start_matches("mqtt://")).await;
-        let agent = Agent::start(&proxy.url(), NODE, hub.dir.path(), &[]);
+        let target = hub.mqtt_url.split("://").nth(1).unwrap().to_string();
+        let proxy = TcpProxy::start(&target).await;
+        let agent = hub.agent_via(NODE, &proxy.url_like(&hub.mqtt_url), &[]);
         hub.wait_node_ready(NODE).await;
         (hub, agent, Link::Proxy(proxy))
     }
@@ -55,13 +56,17 @@ async fn setup(mosquitto: bool) -> (Hub, Agent, Link) {
 
 /// An MQTT client of the test's own, on the broker itself (not through the
 /// proxy), that records what arrives on `topics`.
-async fn observer(
-    mqtt_url: &str,
-    topics: &[String],
-) -> (AsyncClient, mpsc::UnboundedReceiver<Vec<u8>>) {
-    let (host, port) = spoke_api::protocol::parse_broker_url(mqtt_url).unwrap();
-    let mut o = MqttOptions::new("sync-test-observer", host, port);
+async fn observer(hub: &Hub, topics: &[String]) -> (AsyncClient, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut conn = spoke_agent::sync::Connection::parse_url(&hub.mqtt_url).unwrap();
+    let mut o = MqttOptions::new("sync-test-observer", conn.host.clone(), conn.port);
     o.set_max_packet_size(4 * MAX_MESSAGE_BYTES, 4 * MAX_MESSAGE_BYTES);
+    // On the embedded broker, as the hub's own user (over TLS with its CA);
+    // the test's Mosquitto takes anonymous clients.
+    if hub.data_dir().join("mqtt-hub.password").exists() {
+        o.set_credentials("_spoke-hub", hub.mqtt_hub_password());
+        conn.ca_pem = Some(std::fs::read_to_string(hub.ca_path()).unwrap());
+        spoke_agent::identity::set_tls(&mut o, &conn);
+    }
     let (client, mut eventloop) = AsyncClient::new(o, 64);
     let (tx, rx) = mpsc::unbounded_channel();
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
@@ -215,7 +220,7 @@ async fn barrier(client: &AsyncClient, agent: &Agent, n: usize) {
 
 async fn partition_with_changes_converges_exactly_and_replays_change_nothing(mosquitto: bool) {
     let (hub, agent, mut link) = setup(mosquitto).await;
-    let (recorder, mut downs) = observer(&hub.mqtt_url, &[topic::down(NODE)]).await;
+    let (recorder, mut downs) = observer(&hub, &[topic::down(NODE)]).await;
     hub.push(&example_wasm("hello"), "hello:v1");
     for name in ["keep", "upd", "del", "gone"] {
         apply(
@@ -385,7 +390,7 @@ async fn malformed_and_oversized_payloads_are_dropped(mosquitto: bool) {
         .await
         .unwrap();
 
-    let (client, _) = observer(&hub.mqtt_url, &[]).await;
+    let (client, _) = observer(&hub, &[]).await;
     let huge = vec![b' '; MAX_MESSAGE_BYTES + 1];
     let bad: [&[u8]; 6] = [
         b"{",

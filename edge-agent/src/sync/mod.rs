@@ -507,6 +507,18 @@ mod tests {
         }
     }
 
+    /// Waits until the supervisor runs `n` pods: a replaced or removed pod
+    /// leaves only once it has stopped, which happens in the background.
+    async fn running(h: &Handler, n: usize) {
+        for _ in 0..100 {
+            if h.supervisor.len().await == n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(h.supervisor.len().await, n);
+    }
+
     fn desired_pod(name: &str) -> DesiredPod {
         DesiredPod {
             namespace: "default".into(),
@@ -535,17 +547,17 @@ mod tests {
             .await;
         assert_eq!(h.applied, 3);
         assert_eq!(h.state.load().unwrap().revision, 3);
-        assert_eq!(h.supervisor.len().await, 2);
+        running(&h, 2).await;
 
         // A replay of an older revision changes nothing.
         h.on_desired(2, vec![]).await;
         h.on_desired(3, vec![]).await;
         assert_eq!(h.applied, 3);
         assert_eq!(h.state.load().unwrap().pods.len(), 2);
-        assert_eq!(h.supervisor.len().await, 2);
+        running(&h, 2).await;
 
         h.on_desired(4, vec![desired_pod("a")]).await;
-        assert_eq!(h.supervisor.len().await, 1);
+        running(&h, 1).await;
         assert_eq!(h.state.load().unwrap().revision, 4);
         h.supervisor.shutdown().await;
     }
@@ -571,7 +583,7 @@ mod tests {
         let saved = h.state.load().unwrap();
         assert_eq!(saved.revision, 5);
         assert_eq!(saved.pods, vec![a2.clone(), desired_pod("c")]);
-        assert_eq!(h.supervisor.len().await, 2);
+        running(&h, 2).await;
 
         // Replays and duplicates change nothing.
         h.on_delta(3, 5, vec![], vec!["uid-a".into(), "uid-c".into()])
@@ -584,7 +596,7 @@ mod tests {
         h.on_delta(6, 7, vec![], vec!["uid-a".into()]).await;
         assert_eq!(h.applied, 5);
         assert_eq!(h.state.load().unwrap().pods, vec![a2, desired_pod("c")]);
-        assert_eq!(h.supervisor.len().await, 2);
+        running(&h, 2).await;
 
         // A deletion of a uid that is not (or no longer) here is harmless,
         // and a pod re-created under the same name with a new uid survives
@@ -600,7 +612,7 @@ mod tests {
         .await;
         assert_eq!(h.applied, 6);
         assert_eq!(h.desired.get("default/c"), Some(&c_new));
-        assert_eq!(h.supervisor.len().await, 2);
+        running(&h, 2).await;
         h.supervisor.shutdown().await;
     }
 
