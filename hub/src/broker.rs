@@ -348,6 +348,20 @@ impl Handler for Acl {
     }
 }
 
+/// The hub's own MQTT password (embedded broker or Mosquitto): made once,
+/// kept in `file` (mode 0600).
+pub fn hub_password(file: &std::path::Path) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(file) {
+        let text = text.trim();
+        if !text.is_empty() {
+            return Ok(text.to_string());
+        }
+    }
+    let password = crate::auth::tokens::secret().map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::tls::write_private(file, password.as_bytes())?;
+    Ok(password)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,18 +394,4 @@ mod tests {
         assert_eq!(node_of_client_id("spoke-agent-pi-1"), Some("pi-1"));
         assert_eq!(node_of_client_id("pi-1"), None);
     }
-}
-
-/// The hub's own MQTT password (embedded broker or Mosquitto): made once,
-/// kept in `file` (mode 0600).
-pub fn hub_password(file: &std::path::Path) -> anyhow::Result<String> {
-    if let Ok(text) = std::fs::read_to_string(file) {
-        let text = text.trim();
-        if !text.is_empty() {
-            return Ok(text.to_string());
-        }
-    }
-    let password = crate::auth::tokens::secret().map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::tls::write_private(file, password.as_bytes())?;
-    Ok(password)
 }
