@@ -220,6 +220,21 @@ impl Hub {
         .await;
         let mut broker = broker.expect("mosquitto started");
         broker._files = Some(files);
+        // The hub sends Mosquitto SIGHUP whenever a board joins. Until
+        // Mosquitto has installed its handler (before it answers its first
+        // CONNECT), SIGHUP would end it: wait for the hub's CONNACK first.
+        eventually(
+            Duration::from_secs(30),
+            "the hub to connect to Mosquitto",
+            || {
+                let up = hub
+                    .proc
+                    .output()
+                    .contains("hub connected to the MQTT broker");
+                async move { up.then_some(()) }
+            },
+        )
+        .await;
         broker.url = url;
         (hub, broker)
     }

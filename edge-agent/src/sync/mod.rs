@@ -34,6 +34,13 @@ use crate::state::State;
 /// show in apply → Running latency.
 pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(10);
 
+/// How long the agent waits for the hub to answer its `hello` before it says
+/// hello again (doubling up to [`HELLO_RETRY_MAX`]). After a broker restart
+/// the agent may reconnect before the hub has, and a hello nobody was
+/// subscribed to is lost: without a retry the board would wait forever.
+pub const HELLO_RETRY: Duration = Duration::from_secs(5);
+pub const HELLO_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// MQTT keepalive: an idle node costs one ping every this often.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -212,12 +219,13 @@ impl Handler {
         ) {
             tracing::warn!(error = %e, "cannot publish presence");
         }
+        tracing::info!(applied_revision = self.applied, "connected to the hub");
+        self.send_hello().await;
+    }
+
+    /// Says which revision this board has, with a digest of its statuses.
+    async fn send_hello(&mut self) {
         let pods = self.supervisor.reports().await;
-        tracing::info!(
-            applied_revision = self.applied,
-            pods = pods.len(),
-            "connected to the hub"
-        );
         // Only a digest of the statuses: the hub asks for them if its own
         // differs, so an unchanged board resyncs in a few hundred bytes.
         self.publish(&Up::Hello {
@@ -382,6 +390,8 @@ impl Handler {
         let mut dirty: BTreeMap<String, PodReport> = BTreeMap::new();
         let mut gone: Vec<PodReport> = Vec::new();
         let mut flush_at: Option<tokio::time::Instant> = None;
+        // While the hub has not answered a hello: when to say it again.
+        let mut hello_retry: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             let at = flush_at;
             let flush = async move {
@@ -390,19 +400,40 @@ impl Handler {
                     None => std::future::pending().await,
                 }
             };
+            let retry_at = hello_retry.map(|(at, _)| at);
+            let retry = async move {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = retry => {
+                    if let Some((_, wait)) = hello_retry {
+                        tracing::info!(waited = ?wait, "no answer from the hub yet: saying hello again");
+                        self.send_hello().await;
+                        let wait = (wait * 2).min(HELLO_RETRY_MAX);
+                        hello_retry = Some((tokio::time::Instant::now() + wait, wait));
+                    }
+                }
                 msg = inbound.recv() => match msg {
                     None => return,
                     Some(Inbound::Connected) => {
                         self.on_connected().await;
+                        hello_retry = Some((tokio::time::Instant::now() + HELLO_RETRY, HELLO_RETRY));
                         // The Hello carried every pod's status.
                         dirty.clear();
                         if !gone.is_empty() {
                             flush_at.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_DEBOUNCE);
                         }
                     }
-                    Some(Inbound::Disconnected) => self.outbox.set_connected(false),
+                    Some(Inbound::Disconnected) => {
+                        self.outbox.set_connected(false);
+                        hello_retry = None;
+                    }
                     Some(Inbound::Message { topic, payload }) => {
+                        // Anything from the hub answers the hello.
+                        hello_retry = None;
                         if self.on_message(&topic, &payload).await {
                             // Coalesced with the reports of pods a delta
                             // right behind restarts.
