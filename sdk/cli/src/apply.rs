@@ -15,32 +15,16 @@ pub async fn apply(
     default_ns: &str,
     files: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for doc in manifest::read_all(files)? {
-        let doc = match doc {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed = true;
-                continue;
-            }
-        };
+    manifest::for_each(files, async |doc| {
         let name = doc.name();
         let ns = doc.rt.namespaced.then(|| doc.namespace(default_ns));
         let label = format!("{}/{name}", doc.rt.singular);
         match apply_one(client, doc.rt, ns.as_deref(), &name, doc.object).await {
-            Ok(verb) => println!("{label} {verb}"),
-            Err(e) => {
-                eprintln!("error: {} ({label}): {}", doc.source, explain(&e));
-                failed = true;
-            }
+            Ok(verb) => Ok(format!("{label} {verb}")),
+            Err(e) => Err(format!("{} ({label}): {}", doc.source, explain(&e))),
         }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     })
+    .await
 }
 
 async fn apply_one(

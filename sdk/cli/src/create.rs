@@ -31,16 +31,7 @@ pub async fn from_files(
     default_ns: &str,
     files: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for doc in manifest::read_all(files)? {
-        let doc = match doc {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed = true;
-                continue;
-            }
-        };
+    manifest::for_each(files, async |doc| {
         let name = doc.name();
         let ns = doc.rt.namespaced.then(|| doc.namespace(default_ns));
         let mut object = doc.object;
@@ -51,29 +42,22 @@ pub async fn from_files(
             .create(&doc.rt.collection_path(ns.as_deref()), &object)
             .await
         {
-            Ok(created) => println!(
+            Ok(created) => Ok(format!(
                 "{} created",
                 qualified(
                     doc.rt,
                     created["metadata"]["name"].as_str().unwrap_or(&name)
                 )
-            ),
-            Err(e) => {
-                eprintln!(
-                    "error: {} ({}): {}",
-                    doc.source,
-                    qualified(doc.rt, &name),
-                    crate::apply::explain(&e)
-                );
-                failed = true;
-            }
+            )),
+            Err(e) => Err(format!(
+                "{} ({}): {}",
+                doc.source,
+                qualified(doc.rt, &name),
+                crate::apply::explain(&e)
+            )),
         }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     })
+    .await
 }
 
 /// The container name kubectl derives from an image: its last path

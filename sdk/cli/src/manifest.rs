@@ -125,6 +125,34 @@ fn check(label: &str, n: usize, value: Value) -> Result<Doc, String> {
     })
 }
 
+/// Runs `each` on every document of `files` in order. It prints the line
+/// `each` returns, or `error: ...` with its error; one bad document does not
+/// stop the others, and the exit code says whether any failed.
+pub async fn for_each(
+    files: &[PathBuf],
+    mut each: impl AsyncFnMut(Doc) -> Result<String, String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut failed = false;
+    for doc in read_all(files)? {
+        let result = match doc {
+            Ok(doc) => each(doc).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
