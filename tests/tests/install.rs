@@ -175,3 +175,85 @@ fn install_refuses_bad_input_naming_the_option_and_leaves_nothing_behind() {
         assert!(!root.exists(), "{args:?} left files behind");
     }
 }
+
+/// The cloud-init `user-data` that docs/raspberry-pi.md tells board owners to
+/// drop on the SD card: it is what the page shows, it is cloud-config YAML,
+/// and its `runcmd` is an install.sh invocation that works once the files
+/// are where it says (the boot partition is a temporary directory here, and
+/// `--root` keeps it off this machine). cloud-init's own `hostname` step is
+/// imitated by writing `/etc/hostname` first, as it runs before `runcmd`.
+#[test]
+fn cloud_init_user_data_runs_the_installer_and_names_the_node_after_the_host() {
+    let file = repo_root().join("edge-agent/install/user-data");
+    let raw = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        raw.starts_with("#cloud-config\n"),
+        "cloud-init ignores user-data without the #cloud-config header"
+    );
+    let doc = std::fs::read_to_string(repo_root().join("docs/raspberry-pi.md")).unwrap();
+    for line in raw
+        .lines()
+        .filter(|l| !l.starts_with('#') || *l == "#cloud-config")
+    {
+        assert!(
+            doc.contains(&format!("  {line}\n")),
+            "docs/raspberry-pi.md does not show this line of user-data: {line}"
+        );
+    }
+
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&raw).unwrap();
+    let hostname = yaml["hostname"].as_str().expect("hostname");
+    let runcmd = yaml["runcmd"].as_sequence().expect("runcmd is a list");
+    assert_eq!(runcmd.len(), 1, "{runcmd:?}");
+    let argv: Vec<String> = runcmd[0]
+        .as_sequence()
+        .expect("the command is an argv list (no shell parsing)")
+        .iter()
+        .map(|a| a.as_str().expect("every argument is a string").to_string())
+        .collect();
+    assert_eq!(argv[0], "sh");
+    assert_eq!(argv[1], "/boot/firmware/spoke/install.sh");
+
+    // The boot partition's spoke/ folder, with the four files the page lists.
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::copy(
+        repo_root().join("edge-agent/install/install.sh"),
+        boot.join("install.sh"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo_root().join("edge-agent/install/spoke-agent.service"),
+        boot.join("spoke-agent.service"),
+    )
+    .unwrap();
+    std::fs::copy(bin("spoke-agent"), boot.join("spoke-agent")).unwrap();
+    std::fs::write(boot.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), format!("{hostname}\n")).unwrap();
+
+    let moved: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| a.replace("/boot/firmware/spoke", boot.to_str().unwrap()))
+        .collect();
+    let o = Command::new(&argv[0])
+        .args(&moved)
+        .args(["--root", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("as node {hostname}")),
+        "{}",
+        text(&o)
+    );
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("etc/spoke/agent.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(config["name"], hostname);
+    assert_eq!(config["hub"], "https://192.168.1.10:6443");
+    assert_eq!(config["join-token"], "PASTE-TOKEN");
+    assert!(root.join("usr/local/bin/spoke-agent").exists());
+}
