@@ -426,10 +426,17 @@ impl Hub {
     /// harness' bootstrap token at its first start and uses the credentials
     /// it stored from then on.
     pub fn agent(&self, name: &str, extra: &[&str]) -> Agent {
+        let agent = bin("spoke-agent");
+        self.agent_launched(&[agent.to_str().expect("utf-8 path")], name, extra)
+    }
+
+    /// Like [`Hub::agent`], with the agent started by `launcher` (see
+    /// [`Agent::start_launched`]): an ARM build under qemu, say.
+    pub fn agent_launched(&self, launcher: &[&str], name: &str, extra: &[&str]) -> Agent {
         let mut args = self.join_args();
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Agent::start_args(name, self.dir.path(), &args)
+        Agent::start_launched(launcher, name, self.dir.path(), &args)
     }
 
     /// An agent for node `name` that joins this hub, then reaches its broker
@@ -592,9 +599,17 @@ impl Agent {
 
     /// An agent for node `name` with data dir `base/agent-NAME` and `args`.
     pub fn start_args(name: &str, base: &Path, args: &[&str]) -> Agent {
+        let agent = bin("spoke-agent");
+        Agent::start_launched(&[agent.to_str().expect("utf-8 path")], name, base, args)
+    }
+
+    /// Like [`Agent::start_args`], with the agent started by `launcher`: its
+    /// program and first arguments (`["qemu-aarch64-static", "/path/to/arm/spoke-agent"]`).
+    pub fn start_launched(launcher: &[&str], name: &str, base: &Path, args: &[&str]) -> Agent {
         let data_dir = base.join(format!("agent-{name}"));
-        let mut cmd = Command::new(bin("spoke-agent"));
-        cmd.args(["--name", name])
+        let mut cmd = Command::new(launcher[0]);
+        cmd.args(&launcher[1..])
+            .args(["--name", name])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(args)
