@@ -42,7 +42,10 @@ async fn aarch64_agent_under_qemu_joins_over_tls_and_runs_hello() {
     )
     .await;
     let node: serde_json::Value = hub.client().get("/api/v1/nodes/pi-emu").await.unwrap();
-    assert_eq!(node["status"]["nodeInfo"]["architecture"], "arm64", "{node}");
+    assert_eq!(
+        node["status"]["nodeInfo"]["architecture"], "arm64",
+        "{node}"
+    );
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/arch"], "arm64");
 
     hub.push(&example_wasm("hello"), "hello:v1");
@@ -53,21 +56,29 @@ async fn aarch64_agent_under_qemu_joins_over_tls_and_runs_hello() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pod = eventually(Duration::from_secs(300), "hello Running on arm64", || async {
-        let p: serde_json::Value = hub
-            .client()
-            .get("/api/v1/namespaces/default/pods/hello")
-            .await
-            .ok()?;
-        (p["status"]["phase"] == "Running").then_some(p)
-    })
+    let pod = eventually(
+        Duration::from_secs(300),
+        "hello Running on arm64",
+        || async {
+            let p: serde_json::Value = hub
+                .client()
+                .get("/api/v1/namespaces/default/pods/hello")
+                .await
+                .ok()?;
+            (p["status"]["phase"] == "Running").then_some(p)
+        },
+    )
     .await;
     assert_eq!(pod["spec"]["nodeName"], "pi-emu");
     assert!(container(&pod)["state"]["running"].is_object(), "{pod}");
-    eventually(Duration::from_secs(120), "hello's log from the board", || async {
-        let out = hub.spoke(&["logs", "hello"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.contains("count=2").then_some(text)
-    })
+    eventually(
+        Duration::from_secs(120),
+        "hello's log from the board",
+        || async {
+            let out = hub.spoke(&["logs", "hello"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("count=2").then_some(text)
+        },
+    )
     .await;
 }
