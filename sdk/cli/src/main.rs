@@ -80,6 +80,20 @@ enum Command {
         /// Keep printing new lines until the pod finishes or is deleted.
         #[arg(short, long)]
         follow: bool,
+        /// Only lines newer than this, such as 30s, 5m or 1h30m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_since, conflicts_with = "since_time")]
+        since: Option<u64>,
+        /// Only lines written at or after this RFC 3339 time
+        /// (2026-01-02T15:04:05Z).
+        #[arg(long, value_name = "TIME")]
+        since_time: Option<String>,
+        /// The log of the previous instance of the container (before its
+        /// last restart).
+        #[arg(short, long)]
+        previous: bool,
+        /// The container (default: the pod's first).
+        #[arg(short, long)]
+        container: Option<String>,
     },
     /// Delete objects by kind and name, or those in manifest files.
     Delete {
@@ -329,7 +343,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token::run(&ctx.client, command, cli.namespace.as_deref()).await?
         }
         Command::Get(args) => get::run(&ctx.client, &ctx.namespace, args).await?,
-        Command::Logs { pod, tail, follow } => {
+        Command::Logs {
+            pod,
+            tail,
+            follow,
+            since,
+            since_time,
+            previous,
+            container,
+        } => {
+            let options = spoke_client::LogOptions {
+                tail_lines: tail,
+                since_seconds: since,
+                since_time,
+                previous,
+                container,
+            };
             let pods = lookup("pods")?;
             let missing = |e: spoke_client::Error| match e.code() {
                 Some(404) => anyhow!(not_found(pods, Some(&ctx.namespace), &pod)),
@@ -339,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 use std::io::Write as _;
                 let mut log = ctx
                     .client
-                    .follow_pod_logs(&ctx.namespace, &pod, tail)
+                    .follow_pod_logs(&ctx.namespace, &pod, &options)
                     .await
                     .map_err(missing)?;
                 while let Some(text) = log.next().await {
@@ -349,7 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 let text = ctx
                     .client
-                    .pod_logs(&ctx.namespace, &pod, tail)
+                    .pod_logs(&ctx.namespace, &pod, &options)
                     .await
                     .map_err(missing)?;
                 print!("{text}");
@@ -440,6 +469,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--since`: a duration (`30s`, `5m`, `1h30m`) as whole seconds, rounded
+/// up as kubectl does; at least one second.
+fn parse_since(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (use a duration such as 30s, 5m or 1h30m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
 fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
     ResourceType::lookup(kind).ok_or_else(|| {
         let known: Vec<&str> = spoke_api::resource::RESOURCES
@@ -501,5 +541,24 @@ async fn wait_gone(
             }
             Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_kubectl_durations_as_whole_seconds() {
+        assert_eq!(parse_since("30s"), Ok(30));
+        assert_eq!(parse_since("5m"), Ok(300));
+        assert_eq!(parse_since("1h30m"), Ok(5400));
+        assert_eq!(parse_since("1500ms"), Ok(2));
+        assert!(parse_since("0s").unwrap_err().contains("greater than 0"));
+        assert!(
+            parse_since("soon")
+                .unwrap_err()
+                .contains("30s, 5m or 1h30m")
+        );
     }
 }
