@@ -503,3 +503,162 @@ async fn cli_errors_name_the_problem_and_exit_non_zero() {
     assert!(ok(&hub, &["completion", "zsh"]).contains("#compdef spoke"));
     assert!(ok(&hub, &["completion", "fish"]).contains("complete -c spoke"));
 }
+
+/// Lines of `text` that are hello's numbered greetings, as their numbers.
+fn counts(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once("count=")?.1.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn cli_logs_reads_the_previous_instance_and_filters_by_time() {
+    let hub = Hub::start().await;
+    let backoff = [
+        "--restart-backoff-initial",
+        "1s",
+        "--restart-backoff-max",
+        "1s",
+    ];
+    let mut agent = hub.agent("pi-1", &backoff);
+    hub.wait_node_ready("pi-1").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+
+    // A pod that crashes after two lines, again and again (restartPolicy
+    // Always): --previous is one whole earlier instance, its lines once.
+    let crashy = spoke_e2e::pod_manifest(
+        "crashy",
+        "hello:v1",
+        "Always",
+        &[("HELLO_LINES", "2"), ("HELLO_EXIT_CODE", "3")],
+    );
+    assert!(hub.apply(&crashy).status.success());
+    hub.wait_pod("crashy", "two restarts", |p| {
+        spoke_e2e::container(p)["restartCount"].as_i64() >= Some(2)
+    })
+    .await;
+    let previous = ok(&hub, &["logs", "crashy", "--previous"]);
+    assert_eq!(counts(&previous), [1, 2], "{previous}");
+    assert!(
+        previous.ends_with("hello: done after 2 lines\n"),
+        "{previous}"
+    );
+    let whole = ok(&hub, &["logs", "crashy"]);
+    assert!(
+        counts(&whole).iter().filter(|n| **n == 1).count() >= 2,
+        "{whole}"
+    );
+
+    // A pod that runs on: no previous instance yet, in kubelet's words.
+    assert!(
+        hub.apply(&spoke_e2e::pod_manifest(
+            "steady",
+            "hello:v1",
+            "Always",
+            &[]
+        ))
+        .status
+        .success()
+    );
+    spoke_e2e::eventually(Duration::from_secs(30), "steady to count to 3", || async {
+        counts(&stdout(&hub.spoke(&["logs", "steady"])))
+            .contains(&3)
+            .then_some(())
+    })
+    .await;
+    let err = fails(&hub, &["logs", "steady", "-p"]);
+    assert!(
+        err.contains("previous terminated container \"main\" in pod \"steady\" not found"),
+        "{err}"
+    );
+    let err = fails(&hub, &["logs", "steady", "-p", "-c", "nope"]);
+    assert!(
+        err.contains("container nope is not valid for pod steady"),
+        "{err}"
+    );
+
+    // The board loses power and comes back: the pod's second instance
+    // counts from 1 again. --previous is exactly the first instance, which
+    // the agent found from the marker it wrote before the restart.
+    agent.proc.kill();
+    let cut = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let _agent = hub.agent("pi-1", &backoff);
+    let whole = spoke_e2e::eventually(
+        Duration::from_secs(60),
+        "steady to run again after the agent restart",
+        || async {
+            let text = stdout(&hub.spoke(&["logs", "steady"]));
+            (counts(&text).iter().filter(|n| **n == 1).count() == 2
+                && counts(&text).last() >= Some(&2))
+            .then_some(text)
+        },
+    )
+    .await;
+    let previous = ok(&hub, &["logs", "steady", "--previous"]);
+    let first = counts(&previous);
+    assert!(first.len() >= 3, "{previous}");
+    assert_eq!(first, (1..=first.len() as u64).collect::<Vec<_>>());
+    assert!(whole.starts_with(&previous), "{previous}\n---\n{whole}");
+    // --tail applies to what --previous selected.
+    let last = ok(&hub, &["logs", "steady", "--previous", "--tail=1"]);
+    assert_eq!(counts(&last), [*first.last().unwrap()], "{last}");
+
+    // --since-time keeps what was written after the cut: the second
+    // instance only; a wide --since keeps everything.
+    let recent = ok(&hub, &["logs", "steady", "--since-time", &cut]);
+    let second = counts(&recent);
+    assert_eq!(second[..2], [1, 2], "{recent}");
+    assert_eq!(second.iter().filter(|n| **n == 1).count(), 1, "{recent}");
+    let wide = ok(&hub, &["logs", "steady", "--since=1h"]);
+    assert_eq!(counts(&wide)[..first.len()], first[..], "{wide}");
+    // --since counts back from now: a short one leaves out the first
+    // instance, whose lines are older than the agent restart.
+    std::thread::sleep(Duration::from_millis(1500));
+    let short = ok(&hub, &["logs", "steady", "--since=1s"]);
+    assert!(
+        counts(&short).len() <= 3 && !short.contains("count=1\n"),
+        "{short}"
+    );
+
+    // -f with --since-time: starts at the cut, then follows.
+    let mut follower = hub
+        .spoke_cmd()
+        .args(["logs", "-f", "steady", "--since-time", &cut])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut followed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while followed.len() < second.len() + 2 {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("logs -f --since-time kept printing");
+        followed.extend(counts(&line));
+    }
+    assert_eq!(
+        followed,
+        (1..=followed.len() as u64).collect::<Vec<_>>(),
+        "logs -f --since-time printed the second instance from its start, then new lines"
+    );
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    // Bad values name the option.
+    let err = fails(&hub, &["logs", "steady", "--since=soon"]);
+    assert!(err.contains("--since"), "{err}");
+    let err = fails(&hub, &["logs", "steady", "--since-time=yesterday"]);
+    assert!(err.contains("sinceTime"), "{err}");
+    let err = fails(&hub, &["logs", "nope", "--previous"]);
+    assert!(
+        err.contains("pods \"nope\" not found in namespace \"default\""),
+        "{err}"
+    );
+}
