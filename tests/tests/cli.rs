@@ -662,3 +662,76 @@ async fn cli_logs_reads_the_previous_instance_and_filters_by_time() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn cli_push_streams_a_large_module_and_draws_progress_only_on_a_terminal() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.resize(24 << 20, 7);
+    std::fs::write(&big, &bytes).unwrap();
+    let path = big.to_str().unwrap();
+
+    // Piped (as in scripts): one line on stdout, nothing on stderr.
+    let out = hub.spoke(&["push", path, "big:v1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no progress bar when stderr is a pipe");
+    let line = stdout(&out);
+    let digest = line
+        .strip_prefix("big:v1 pushed: ")
+        .and_then(|rest| rest.strip_suffix(&format!(" ({} bytes)\n", bytes.len())))
+        .unwrap_or_else(|| panic!("unexpected push output: {line:?}"))
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    // Every byte arrived: the hub stored the module at its full size.
+    let modules: Value = hub
+        .client()
+        .get("/apis/spoke.dev/v1/modules")
+        .await
+        .unwrap();
+    let stored = modules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["digest"] == digest.as_str())
+        .unwrap_or_else(|| panic!("{digest} not in {modules}"));
+    assert_eq!(stored["size"], bytes.len(), "{stored}");
+    // -q prints the digest alone.
+    assert_eq!(
+        ok(&hub, &["push", "-q", path, "big:v2"]),
+        format!("{digest}\n")
+    );
+
+    // On a terminal (script(1) gives the CLI a pseudo-terminal), the bar
+    // shows bytes sent of the total and the rate, and ends at 100%; -q
+    // draws none.
+    let on_terminal = |args: &str| {
+        let cmd = format!(
+            "{} --kubeconfig {} {args}",
+            spoke_e2e::bin("spoke").display(),
+            hub.config_path().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("SPOKE_CONFIG")
+            .env_remove("SPOKE_SERVER")
+            .env_remove("SPOKE_TOKEN")
+            .output()
+            .expect("run script(1) from util-linux");
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    let screen = on_terminal(&format!("push {path} big:v3"));
+    assert!(
+        screen.contains("big:v3 [") && screen.contains("/ 24.0 MiB"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("24.0 MiB / 24.0 MiB  100%") && screen.contains("MiB/s"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("big:v3 pushed: sha256:"), "{screen:?}");
+    let quiet = on_terminal(&format!("push -q {path} big:v4"));
+    assert_eq!(quiet.trim(), digest, "{quiet:?}");
+}

@@ -9,6 +9,7 @@ mod edit;
 mod get;
 mod jsonpath;
 mod manifest;
+mod progress;
 mod rollout;
 mod token;
 
@@ -62,6 +63,9 @@ enum Command {
         file: PathBuf,
         /// Reference to give it, such as hello:v1.
         reference: String,
+        /// Print only the digest, and no progress bar.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Create or update objects from manifest files (YAML or JSON; several
     /// documents per file; a directory; or - for standard input).
@@ -330,12 +334,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ctx.client.get::<serde_json::Value>("/version").await?;
             println!("Spoke hub is running at {}", ctx.client.server());
         }
-        Command::Push { file, reference } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let size = bytes.len();
-            let info = ctx.client.push_module(bytes, Some(&reference)).await?;
-            println!("{reference} pushed: {} ({size} bytes)", info.digest);
+        Command::Push {
+            file,
+            reference,
+            quiet,
+        } => {
+            use std::io::IsTerminal as _;
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            // Streamed from disk, so the bar shows what really left.
+            let bar = std::sync::Arc::new(progress::Bar::new(
+                &reference,
+                size,
+                !quiet && std::io::stderr().is_terminal(),
+            ));
+            let sent = bar.clone();
+            let info = ctx
+                .client
+                .push_module_file(&file, Some(&reference), move |n| sent.update(n))
+                .await;
+            bar.finish();
+            let info = info?;
+            if quiet {
+                println!("{}", info.digest);
+            } else {
+                println!("{reference} pushed: {} ({size} bytes)", info.digest);
+            }
         }
         Command::Apply { files } => return apply::apply(&ctx.client, &ctx.namespace, &files).await,
         Command::Node(command) => return drain::run(&ctx.client, command).await,

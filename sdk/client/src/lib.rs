@@ -246,6 +246,48 @@ impl Client {
         self.json(req).await
     }
 
+    /// Uploads the Wasm module in `file`, optionally tagging it `name:tag`.
+    /// The file is streamed from disk in chunks (a large module is never
+    /// whole in memory); `sent` is called with the bytes handed to the
+    /// connection so far, after each chunk.
+    pub async fn push_module_file(
+        &self,
+        file: &std::path::Path,
+        tag: Option<&str>,
+        sent: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<ModuleInfo, Error> {
+        use tokio::io::AsyncReadExt as _;
+        const CHUNK: usize = 64 * 1024;
+        let cannot_read =
+            |e: std::io::Error| Error::Config(format!("cannot read {}: {e}", file.display()));
+        let f = tokio::fs::File::open(file).await.map_err(cannot_read)?;
+        let size = f.metadata().await.map_err(cannot_read)?.len();
+        let sent = std::sync::Arc::new(sent);
+        let chunks = futures_util::stream::try_unfold((f, 0u64), move |(mut f, done)| {
+            let sent = sent.clone();
+            async move {
+                let mut buf = vec![0; CHUNK];
+                let n = f.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                buf.truncate(n);
+                let done = done + n as u64;
+                sent(done);
+                Ok(Some((bytes::Bytes::from(buf), (f, done))))
+            }
+        });
+        let mut req = self
+            .request(reqwest::Method::POST, "/apis/spoke.dev/v1/modules")
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(chunks));
+        if let Some(t) = tag {
+            req = req.query(&[("tag", t)]);
+        }
+        self.json(req).await
+    }
+
     fn log_request(
         &self,
         namespace: &str,
