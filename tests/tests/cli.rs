@@ -459,7 +459,7 @@ async fn cli_errors_name_the_problem_and_exit_non_zero() {
     );
     ok(&hub, &["label", "deploy/other", "tier=edge"]);
     let out = ok(&hub, &["delete", "cm,deploy", "-l", "tier=edge"]);
-    assert!(out.contains("configmap/demo deleted"), "{out}");
+    assert!(out.contains("configmap \"demo\" deleted"), "{out}");
     ok(&hub, &["delete", "deploy", "--all"]);
     assert_eq!(
         ok(&hub, &["get", "deploy", "-o", "name"]),
@@ -734,4 +734,130 @@ async fn cli_push_streams_a_large_module_and_draws_progress_only_on_a_terminal()
     assert!(screen.contains("big:v3 pushed: sha256:"), "{screen:?}");
     let quiet = on_terminal(&format!("push -q {path} big:v4"));
     assert_eq!(quiet.trim(), digest, "{quiet:?}");
+}
+
+#[tokio::test]
+async fn cli_speaks_kubectl_for_info_deletes_and_errors_with_exit_codes() {
+    let hub = Hub::start().await;
+
+    let version = ok(&hub, &["version"]);
+    assert!(
+        version.starts_with("Client Version: v") && version.contains("\nServer Version: v"),
+        "{version}"
+    );
+    let info = ok(&hub, &["cluster-info"]);
+    assert_eq!(
+        info.trim(),
+        format!("Spoke hub is running at {}", hub.target().server)
+    );
+    let port = free_port();
+    let out = spoke_e2e::spoke_cmd(&format!("https://127.0.0.1:{port}"), &["cluster-info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: cannot reach the hub at https://127.0.0.1:{port}: "
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // Objects: -o yaml, then deletes worded as kubectl words them. (No
+    // node: the pod is never bound, so it goes at once.)
+    let pod = spoke_e2e::pod_manifest("lonely", "hello:v1", "Never", &[]);
+    assert!(hub.apply(&pod).status.success());
+    let yaml = ok(&hub, &["get", "pod", "lonely", "-o", "yaml"]);
+    let parsed: Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(parsed["kind"], "Pod");
+    assert_eq!(parsed["metadata"]["name"], "lonely");
+    ok(
+        &hub,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=hello:v1",
+            "--replicas=0",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cm = dir.path().join("cm.yaml");
+    std::fs::write(
+        &cm,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo}\n",
+    )
+    .unwrap();
+    ok(&hub, &["apply", "-f", cm.to_str().unwrap()]);
+
+    assert_eq!(
+        ok(&hub, &["delete", "pod", "lonely"]),
+        "pod \"lonely\" deleted\n"
+    );
+    assert_eq!(
+        ok(&hub, &["delete", "deploy/web"]),
+        "deployment.apps \"web\" deleted\n"
+    );
+    assert_eq!(
+        ok(&hub, &["delete", "-f", cm.to_str().unwrap()]),
+        "configmap \"demo\" deleted\n"
+    );
+
+    // What the hub refuses reads as kubectl's "Error from server", exit 1;
+    // a delete of several names deletes what exists and still fails.
+    let out = hub.spoke(&["delete", "pod", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "Error from server (NotFound): pods \"nope\" not found in namespace \"default\"\n"
+    );
+    assert!(hub.apply(&pod).status.success());
+    let out = hub.spoke(&["delete", "pod", "nope", "lonely"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "pod \"lonely\" deleted\n");
+    assert!(
+        stderr(&out).contains("pods \"nope\" not found"),
+        "{}",
+        stderr(&out)
+    );
+    let out = hub.spoke(&["get", "pod", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "Error from server (NotFound): pods \"nope\" not found in namespace \"default\"\n"
+    );
+    let err = fails(&hub, &["get", "nodes", "nope"]);
+    assert_eq!(
+        err,
+        "Error from server (NotFound): nodes \"nope\" not found\n"
+    );
+    let err = fails(&hub, &["logs", "nope"]);
+    assert!(
+        err.starts_with("Error from server (NotFound): pods \"nope\""),
+        "{err}"
+    );
+
+    // What the CLI refuses before asking: unknown kinds, missing names.
+    for args in [
+        &["delete", "gadgets", "x"][..],
+        &["describe", "gadgets", "x"],
+        &["scale", "gadgets/x", "--replicas=1"],
+    ] {
+        let err = fails(&hub, args);
+        assert!(
+            err.contains("the server doesn't have a resource type \"gadgets\""),
+            "{args:?}: {err}"
+        );
+    }
+    let err = fails(&hub, &["delete", "pod"]);
+    assert!(err.contains("say what to delete"), "{err}");
+    let err = fails(&hub, &["delete"]);
+    assert!(err.contains("say what to delete"), "{err}");
+    // A bad flag or value is a usage error: exit 2, before any request.
+    assert_eq!(
+        hub.spoke(&["get", "pods", "--bogus"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        hub.spoke(&["logs", "x", "--since=0s"]).status.code(),
+        Some(2)
+    );
 }

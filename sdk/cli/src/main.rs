@@ -254,7 +254,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", report(&e));
             ExitCode::FAILURE
         }
     }
@@ -475,13 +475,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await
                 {
                     Ok(_) => {
-                        println!("{}/{name} deleted", rt.singular);
+                        println!("{} deleted", quoted(rt, &name));
                         if wait.unwrap_or(true) {
                             wait_gone(&ctx.client, rt, ns, &name).await?;
                         }
                     }
                     Err(e) => {
-                        eprintln!("error: {}", describe_error(&e, rt, ns, &name));
+                        let e = match e.code() {
+                            Some(404) => anyhow!(not_found(rt, ns, &name)),
+                            _ => e.into(),
+                        };
+                        eprintln!("{}", report(&e));
                         failed = true;
                     }
                 }
@@ -518,27 +522,57 @@ fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
     })
 }
 
-/// kubectl's wording for a missing object: `pods "x" not found in namespace "y"`.
-pub(crate) fn not_found(rt: &ResourceType, ns: Option<&str>, name: &str) -> String {
-    match ns.filter(|_| rt.namespaced) {
-        Some(ns) => format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural),
-        None => format!("{} \"{name}\" not found", rt.plural),
+/// What the hub refused, printed as kubectl prints it:
+/// `Error from server (NotFound): pods "x" not found in namespace "y"`.
+#[derive(Debug)]
+pub(crate) struct FromServer {
+    reason: String,
+    message: String,
+}
+
+impl std::fmt::Display for FromServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Error from server ({}): {}", self.reason, self.message)
     }
 }
 
-/// Turns "pods \"x\" not found" into kubectl's wording with the namespace.
-fn describe_error(
-    e: &spoke_client::Error,
-    rt: &ResourceType,
-    ns: Option<&str>,
-    name: &str,
-) -> String {
-    match (e.code(), ns) {
-        (Some(404), Some(ns)) => {
-            format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural)
+impl std::error::Error for FromServer {}
+
+/// The line printed for an error: kubectl's `Error from server (REASON):`
+/// for what the hub refused, `error: ...` (with its causes) for the rest,
+/// such as an unreachable hub or a bad flag.
+fn report(e: &anyhow::Error) -> String {
+    if e.chain().count() == 1 {
+        if let Some(s) = e.downcast_ref::<FromServer>() {
+            return s.to_string();
         }
-        (Some(404), None) => format!("{} \"{name}\" not found", rt.plural),
-        _ => e.to_string(),
+        if let Some(spoke_client::Error::Api(status)) = e.downcast_ref::<spoke_client::Error>()
+            && !status.reason.is_empty()
+        {
+            return format!("Error from server ({}): {status}", status.reason);
+        }
+    }
+    format!("error: {e:#}")
+}
+
+/// kubectl's wording for a missing object: `pods "x" not found in namespace "y"`.
+pub(crate) fn not_found(rt: &ResourceType, ns: Option<&str>, name: &str) -> FromServer {
+    let message = match ns.filter(|_| rt.namespaced) {
+        Some(ns) => format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural),
+        None => format!("{} \"{name}\" not found", rt.plural),
+    };
+    FromServer {
+        reason: "NotFound".into(),
+        message,
+    }
+}
+
+/// `deployment.apps "web"`, as kubectl names an object in what it did.
+fn quoted(rt: &ResourceType, name: &str) -> String {
+    if rt.group.is_empty() {
+        format!("{} \"{name}\"", rt.singular)
+    } else {
+        format!("{}.{} \"{name}\"", rt.singular, rt.group)
     }
 }
 
