@@ -95,7 +95,9 @@ enum Command {
         /// last restart).
         #[arg(short, long)]
         previous: bool,
-        /// The container (default: the pod's first).
+        /// The container whose previous instance --previous shows (default:
+        /// the pod's first). A pod's containers share one log, so without
+        /// --previous every container's lines are shown.
         #[arg(short, long)]
         container: Option<String>,
     },
