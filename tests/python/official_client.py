@@ -100,6 +100,14 @@ def main(config_file):
         lambda: (t := core.read_namespaced_pod_log("py-hello", NS)) and "count=" in t and t,
     )
     assert "python says hi from a Wasm pod" in log, log
+    # since_seconds and previous (sent as "True") reach the board
+    recent = core.read_namespaced_pod_log("py-hello", NS, since_seconds=3600, tail_lines=1)
+    assert "count=" in recent and recent.count("\n") == 1, recent
+    try:
+        core.read_namespaced_pod_log("py-hello", NS, previous=True)
+        raise AssertionError("a pod that never restarted has a previous log")
+    except ApiException as e:
+        assert e.status == 400 and "previous terminated container" in e.body, e
 
     # a typed Deployment round trip
     deploy = client.V1Deployment(

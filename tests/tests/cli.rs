@@ -459,7 +459,7 @@ async fn cli_errors_name_the_problem_and_exit_non_zero() {
     );
     ok(&hub, &["label", "deploy/other", "tier=edge"]);
     let out = ok(&hub, &["delete", "cm,deploy", "-l", "tier=edge"]);
-    assert!(out.contains("configmap/demo deleted"), "{out}");
+    assert!(out.contains("configmap \"demo\" deleted"), "{out}");
     ok(&hub, &["delete", "deploy", "--all"]);
     assert_eq!(
         ok(&hub, &["get", "deploy", "-o", "name"]),
@@ -502,4 +502,362 @@ async fn cli_errors_name_the_problem_and_exit_non_zero() {
     assert!(ok(&hub, &["completion", "bash"]).contains("_spoke"));
     assert!(ok(&hub, &["completion", "zsh"]).contains("#compdef spoke"));
     assert!(ok(&hub, &["completion", "fish"]).contains("complete -c spoke"));
+}
+
+/// Lines of `text` that are hello's numbered greetings, as their numbers.
+fn counts(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once("count=")?.1.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn cli_logs_reads_the_previous_instance_and_filters_by_time() {
+    let hub = Hub::start().await;
+    let backoff = [
+        "--restart-backoff-initial",
+        "1s",
+        "--restart-backoff-max",
+        "1s",
+    ];
+    let mut agent = hub.agent("pi-1", &backoff);
+    hub.wait_node_ready("pi-1").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+
+    // A pod that crashes after two lines, again and again (restartPolicy
+    // Always): --previous is one whole earlier instance, its lines once.
+    let crashy = spoke_e2e::pod_manifest(
+        "crashy",
+        "hello:v1",
+        "Always",
+        &[("HELLO_LINES", "2"), ("HELLO_EXIT_CODE", "3")],
+    );
+    assert!(hub.apply(&crashy).status.success());
+    hub.wait_pod("crashy", "two restarts", |p| {
+        spoke_e2e::container(p)["restartCount"].as_i64() >= Some(2)
+    })
+    .await;
+    let previous = ok(&hub, &["logs", "crashy", "--previous"]);
+    assert_eq!(counts(&previous), [1, 2], "{previous}");
+    assert!(
+        previous.ends_with("hello: done after 2 lines\n"),
+        "{previous}"
+    );
+    let whole = ok(&hub, &["logs", "crashy"]);
+    assert!(
+        counts(&whole).iter().filter(|n| **n == 1).count() >= 2,
+        "{whole}"
+    );
+
+    // A pod that runs on: no previous instance yet, in kubelet's words.
+    assert!(
+        hub.apply(&spoke_e2e::pod_manifest(
+            "steady",
+            "hello:v1",
+            "Always",
+            &[]
+        ))
+        .status
+        .success()
+    );
+    spoke_e2e::eventually(Duration::from_secs(30), "steady to count to 3", || async {
+        counts(&stdout(&hub.spoke(&["logs", "steady"])))
+            .contains(&3)
+            .then_some(())
+    })
+    .await;
+    let err = fails(&hub, &["logs", "steady", "-p"]);
+    assert!(
+        err.contains("previous terminated container \"main\" in pod \"steady\" not found"),
+        "{err}"
+    );
+    let err = fails(&hub, &["logs", "steady", "-p", "-c", "nope"]);
+    assert!(
+        err.contains("container nope is not valid for pod steady"),
+        "{err}"
+    );
+
+    // The board loses power and comes back: the pod's second instance
+    // counts from 1 again. --previous is exactly the first instance, which
+    // the agent found from the marker it wrote before the restart.
+    agent.proc.kill();
+    let cut = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let _agent = hub.agent("pi-1", &backoff);
+    let whole = spoke_e2e::eventually(
+        Duration::from_secs(60),
+        "steady to run again after the agent restart",
+        || async {
+            let text = stdout(&hub.spoke(&["logs", "steady"]));
+            (counts(&text).iter().filter(|n| **n == 1).count() == 2
+                && counts(&text).last() >= Some(&2))
+            .then_some(text)
+        },
+    )
+    .await;
+    let previous = ok(&hub, &["logs", "steady", "--previous"]);
+    let first = counts(&previous);
+    assert!(first.len() >= 3, "{previous}");
+    assert_eq!(first, (1..=first.len() as u64).collect::<Vec<_>>());
+    assert!(whole.starts_with(&previous), "{previous}\n---\n{whole}");
+    // --tail applies to what --previous selected.
+    let last = ok(&hub, &["logs", "steady", "--previous", "--tail=1"]);
+    assert_eq!(counts(&last), [*first.last().unwrap()], "{last}");
+
+    // --since-time keeps what was written after the cut: the second
+    // instance only; a wide --since keeps everything.
+    let recent = ok(&hub, &["logs", "steady", "--since-time", &cut]);
+    let second = counts(&recent);
+    assert_eq!(second[..2], [1, 2], "{recent}");
+    assert_eq!(second.iter().filter(|n| **n == 1).count(), 1, "{recent}");
+    let wide = ok(&hub, &["logs", "steady", "--since=1h"]);
+    assert_eq!(counts(&wide)[..first.len()], first[..], "{wide}");
+    // --since counts back from now: a short one leaves out the first
+    // instance, whose lines are older than the agent restart.
+    std::thread::sleep(Duration::from_millis(1500));
+    let short = ok(&hub, &["logs", "steady", "--since=1s"]);
+    assert!(
+        counts(&short).len() <= 3 && !short.contains("count=1\n"),
+        "{short}"
+    );
+
+    // -f with --since-time: starts at the cut, then follows.
+    let mut follower = hub
+        .spoke_cmd()
+        .args(["logs", "-f", "steady", "--since-time", &cut])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut followed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while followed.len() < second.len() + 2 {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("logs -f --since-time kept printing");
+        followed.extend(counts(&line));
+    }
+    assert_eq!(
+        followed,
+        (1..=followed.len() as u64).collect::<Vec<_>>(),
+        "logs -f --since-time printed the second instance from its start, then new lines"
+    );
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    // Bad values name the option.
+    let err = fails(&hub, &["logs", "steady", "--since=soon"]);
+    assert!(err.contains("--since"), "{err}");
+    let err = fails(&hub, &["logs", "steady", "--since-time=yesterday"]);
+    assert!(err.contains("sinceTime"), "{err}");
+    let err = fails(&hub, &["logs", "nope", "--previous"]);
+    assert!(
+        err.contains("pods \"nope\" not found in namespace \"default\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn cli_push_streams_a_large_module_and_draws_progress_only_on_a_terminal() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.resize(24 << 20, 7);
+    std::fs::write(&big, &bytes).unwrap();
+    let path = big.to_str().unwrap();
+
+    // Piped (as in scripts): one line on stdout, nothing on stderr.
+    let out = hub.spoke(&["push", path, "big:v1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no progress bar when stderr is a pipe");
+    let line = stdout(&out);
+    let digest = line
+        .strip_prefix("big:v1 pushed: ")
+        .and_then(|rest| rest.strip_suffix(&format!(" ({} bytes)\n", bytes.len())))
+        .unwrap_or_else(|| panic!("unexpected push output: {line:?}"))
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    // Every byte arrived: the hub stored the module at its full size.
+    let modules: Value = hub
+        .client()
+        .get("/apis/spoke.dev/v1/modules")
+        .await
+        .unwrap();
+    let stored = modules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["digest"] == digest.as_str())
+        .unwrap_or_else(|| panic!("{digest} not in {modules}"));
+    assert_eq!(stored["size"], bytes.len(), "{stored}");
+    // -q prints the digest alone.
+    assert_eq!(
+        ok(&hub, &["push", "-q", path, "big:v2"]),
+        format!("{digest}\n")
+    );
+
+    // On a terminal (script(1) gives the CLI a pseudo-terminal), the bar
+    // shows bytes sent of the total and the rate, and ends at 100%; -q
+    // draws none.
+    let on_terminal = |args: &str| {
+        let cmd = format!(
+            "{} --kubeconfig {} {args}",
+            spoke_e2e::bin("spoke").display(),
+            hub.config_path().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("SPOKE_CONFIG")
+            .env_remove("SPOKE_SERVER")
+            .env_remove("SPOKE_TOKEN")
+            .output()
+            .expect("run script(1) from util-linux");
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    let screen = on_terminal(&format!("push {path} big:v3"));
+    assert!(
+        screen.contains("big:v3 [") && screen.contains("/ 24.0 MiB"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("24.0 MiB / 24.0 MiB  100%") && screen.contains("MiB/s"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("big:v3 pushed: sha256:"), "{screen:?}");
+    let quiet = on_terminal(&format!("push -q {path} big:v4"));
+    assert_eq!(quiet.trim(), digest, "{quiet:?}");
+}
+
+#[tokio::test]
+async fn cli_speaks_kubectl_for_info_deletes_and_errors_with_exit_codes() {
+    let hub = Hub::start().await;
+
+    let version = ok(&hub, &["version"]);
+    assert!(
+        version.starts_with("Client Version: v") && version.contains("\nServer Version: v"),
+        "{version}"
+    );
+    let info = ok(&hub, &["cluster-info"]);
+    assert_eq!(
+        info.trim(),
+        format!("Spoke hub is running at {}", hub.target().server)
+    );
+    let port = free_port();
+    let out = spoke_e2e::spoke_cmd(&format!("https://127.0.0.1:{port}"), &["cluster-info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: cannot reach the hub at https://127.0.0.1:{port}: "
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // Objects: -o yaml, then deletes worded as kubectl words them. (No
+    // node: the pod is never bound, so it goes at once.)
+    let pod = spoke_e2e::pod_manifest("lonely", "hello:v1", "Never", &[]);
+    assert!(hub.apply(&pod).status.success());
+    let yaml = ok(&hub, &["get", "pod", "lonely", "-o", "yaml"]);
+    let parsed: Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(parsed["kind"], "Pod");
+    assert_eq!(parsed["metadata"]["name"], "lonely");
+    ok(
+        &hub,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=hello:v1",
+            "--replicas=0",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cm = dir.path().join("cm.yaml");
+    std::fs::write(
+        &cm,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo}\n",
+    )
+    .unwrap();
+    ok(&hub, &["apply", "-f", cm.to_str().unwrap()]);
+
+    assert_eq!(
+        ok(&hub, &["delete", "pod", "lonely"]),
+        "pod \"lonely\" deleted\n"
+    );
+    assert_eq!(
+        ok(&hub, &["delete", "deploy/web"]),
+        "deployment.apps \"web\" deleted\n"
+    );
+    assert_eq!(
+        ok(&hub, &["delete", "-f", cm.to_str().unwrap()]),
+        "configmap \"demo\" deleted\n"
+    );
+
+    // What the hub refuses reads as kubectl's "Error from server", exit 1;
+    // a delete of several names deletes what exists and still fails.
+    let out = hub.spoke(&["delete", "pod", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "Error from server (NotFound): pods \"nope\" not found in namespace \"default\"\n"
+    );
+    assert!(hub.apply(&pod).status.success());
+    let out = hub.spoke(&["delete", "pod", "nope", "lonely"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "pod \"lonely\" deleted\n");
+    assert!(
+        stderr(&out).contains("pods \"nope\" not found"),
+        "{}",
+        stderr(&out)
+    );
+    let out = hub.spoke(&["get", "pod", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "Error from server (NotFound): pods \"nope\" not found in namespace \"default\"\n"
+    );
+    let err = fails(&hub, &["get", "nodes", "nope"]);
+    assert_eq!(
+        err,
+        "Error from server (NotFound): nodes \"nope\" not found\n"
+    );
+    let err = fails(&hub, &["logs", "nope"]);
+    assert!(
+        err.starts_with("Error from server (NotFound): pods \"nope\""),
+        "{err}"
+    );
+
+    // What the CLI refuses before asking: unknown kinds, missing names.
+    for args in [
+        &["delete", "gadgets", "x"][..],
+        &["describe", "gadgets", "x"],
+        &["scale", "gadgets/x", "--replicas=1"],
+    ] {
+        let err = fails(&hub, args);
+        assert!(
+            err.contains("the server doesn't have a resource type \"gadgets\""),
+            "{args:?}: {err}"
+        );
+    }
+    let err = fails(&hub, &["delete", "pod"]);
+    assert!(err.contains("say what to delete"), "{err}");
+    let err = fails(&hub, &["delete"]);
+    assert!(err.contains("say what to delete"), "{err}");
+    // A bad flag or value is a usage error: exit 2, before any request.
+    assert_eq!(
+        hub.spoke(&["get", "pods", "--bogus"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        hub.spoke(&["logs", "x", "--since=0s"]).status.code(),
+        Some(2)
+    );
 }

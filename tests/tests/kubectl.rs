@@ -378,6 +378,22 @@ async fn kubectl_rolls_out_scales_and_reads_logs_of_a_deployment_on_a_board() {
     follower.kill().unwrap();
     follower.wait().unwrap();
 
+    // --since, --since-time and --previous reach the board as Kubernetes'
+    // sinceSeconds, sinceTime and previous; a pod that has not restarted
+    // has no previous log, in kubelet's words.
+    assert!(k.ok(&["logs", "--since=1h", &first]).contains("count="));
+    let future = k.ok(&["logs", "--since-time=2100-01-01T00:00:00Z", &first]);
+    assert_eq!(future, "", "no line is newer than 2100");
+    let out = k.run(&["logs", "--previous", &first]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "previous terminated container \"hello\" in pod \"{first}\" not found"
+            )),
+        "{err}"
+    );
+
     // A changed manifest goes through kubectl's patch path and rolls out.
     std::fs::write(&manifest, HELLO.replace("GREETING_VALUE", "bonjour")).unwrap();
     assert!(

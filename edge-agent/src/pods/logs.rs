@@ -5,6 +5,13 @@
 //! `.log.1` (replacing the older one), so a pod never holds more than about
 //! twice that on disk.
 //!
+//! Each instance of a container starts with a marker line
+//! `<time> instance <container>` (see [`PodLog::instance_started`]), which
+//! is how `logs --previous` finds the previous instance's lines after agent
+//! restarts and rotation; the markers are never shown to readers. A pod's
+//! containers share one file, so in a pod with several containers the
+//! previous instance of one also shows what the others printed meanwhile.
+//!
 //! Writes go through an 8 KiB buffer that is flushed at most once a second
 //! (by the supervisor's flusher), when a pod stops, and before a read: SD
 //! cards wear out, and a chatty guest printing one line at a time must not
@@ -115,6 +122,13 @@ impl PodLog {
         Ok(())
     }
 
+    /// Records that a new instance of `container` starts: the lines after
+    /// this marker (up to the next one for the same container) are that
+    /// instance's.
+    pub fn instance_started(&self, container: &str) {
+        self.line(MARKER, container.as_bytes());
+    }
+
     /// Writes buffered lines to the file.
     pub fn flush(&self) {
         let mut w = lock(&self.inner);
@@ -150,6 +164,16 @@ impl PodLog {
         Ok(lines[from..].iter().map(|l| l.to_string()).collect())
     }
 
+    /// The stored lines `query` selects, markers dropped, oldest first,
+    /// across the rotated file and the current one.
+    pub fn read(&self, query: &Query) -> Result<Vec<String>, ReadError> {
+        let stored = self.tail(usize::MAX).map_err(ReadError::Io)?;
+        Ok(select(&stored, query)?
+            .into_iter()
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Deletes the files (the pod is gone).
     pub fn remove(&self) {
         let mut w = lock(&self.inner);
@@ -168,6 +192,77 @@ impl PodLog {
             partial: Arc::new(Mutex::new(Vec::new())),
         }
     }
+}
+
+/// The stream field of the marker line that starts an instance.
+const MARKER: &str = "instance";
+
+/// Which lines of a pod's log a reader wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Only lines written at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only the lines of the instance of this container before its latest
+    /// one (`kubectl logs --previous`).
+    pub previous: Option<String>,
+}
+
+/// Why a log could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// `previous` was asked for a container that has had one instance (or
+    /// whose earlier instances' lines were rotated away).
+    #[error("no previous instance of container {0}")]
+    NoPrevious(String),
+    #[error(transparent)]
+    Io(io::Error),
+}
+
+fn stamp_of(line: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(line.split(' ').next()?).ok()
+}
+
+fn is_marker_of(line: &str, container: Option<&str>) -> bool {
+    let mut parts = line.splitn(3, ' ').skip(1);
+    parts.next() == Some(MARKER) && container.is_none_or(|c| parts.next() == Some(c))
+}
+
+/// The lines of `stored` (as [`PodLog::tail`] returns them) that `query`
+/// selects, without the instance markers.
+///
+/// `previous`: the lines between the container's last two markers; when
+/// only one marker is left, the lines before it (they belong to an earlier
+/// instance whose marker was rotated away, or to a log written before
+/// markers existed). With no marker at all, the whole log is the current
+/// instance's. `since` then keeps lines stamped at or after it (a line
+/// whose stamp cannot be read is dropped: it cannot be shown to be recent).
+pub fn select<'a>(stored: &'a [String], query: &Query) -> Result<Vec<&'a str>, ReadError> {
+    let mut range = 0..stored.len();
+    if let Some(container) = &query.previous {
+        let mut starts = stored
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, l)| is_marker_of(l, Some(container)))
+            .map(|(i, _)| i);
+        let none = || ReadError::NoPrevious(container.clone());
+        let last = starts.next().ok_or_else(none)?;
+        range = match starts.next() {
+            Some(before) => before + 1..last,
+            None if stored[..last].iter().any(|l| !is_marker_of(l, None)) => 0..last,
+            None => return Err(none()),
+        };
+    }
+    Ok(stored[range]
+        .iter()
+        .filter(|l| !is_marker_of(l, None))
+        .filter(|l| {
+            query
+                .since
+                .is_none_or(|since| stamp_of(l).is_some_and(|t| t >= since))
+        })
+        .map(String::as_str)
+        .collect())
 }
 
 /// The text of a stored line without its time and stream prefix.
@@ -295,6 +390,132 @@ mod tests {
             message_of(all.last().unwrap()).split(' ').next(),
             Some("2999")
         );
+    }
+
+    fn stored(lines: &[(&str, &str, &str)]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|(t, stream, text)| format!("{t} {stream} {text}"))
+            .collect()
+    }
+
+    fn texts(lines: Vec<&str>) -> Vec<&str> {
+        lines.into_iter().map(message_of).collect()
+    }
+
+    fn previous(container: &str) -> Query {
+        Query {
+            previous: Some(container.into()),
+            ..Query::default()
+        }
+    }
+
+    #[test]
+    fn previous_is_the_instance_before_the_latest_marker() {
+        let log = stored(&[
+            ("2026-01-01T00:00:00.000Z", "instance", "main"),
+            ("2026-01-01T00:00:01.000Z", "stdout", "first run"),
+            ("2026-01-01T00:00:02.000Z", "instance", "main"),
+            ("2026-01-01T00:00:03.000Z", "stderr", "second run"),
+            ("2026-01-01T00:00:04.000Z", "instance", "main"),
+            ("2026-01-01T00:00:05.000Z", "stdout", "third run"),
+        ]);
+        let all = select(&log, &Query::default()).unwrap();
+        assert_eq!(texts(all), ["first run", "second run", "third run"]);
+        let prev = select(&log, &previous("main")).unwrap();
+        assert_eq!(texts(prev), ["second run"]);
+        // Another container's markers do not cut this one's instances.
+        assert!(matches!(
+            select(&log, &previous("side")),
+            Err(ReadError::NoPrevious(c)) if c == "side"
+        ));
+    }
+
+    #[test]
+    fn previous_fails_for_a_first_instance_and_falls_back_after_rotation() {
+        let first = stored(&[
+            ("2026-01-01T00:00:00.000Z", "instance", "main"),
+            ("2026-01-01T00:00:01.000Z", "stdout", "only run"),
+        ]);
+        assert!(matches!(
+            select(&first, &previous("main")),
+            Err(ReadError::NoPrevious(_))
+        ));
+        // The older instance's marker was rotated away (or the log predates
+        // markers): what comes before the one marker left is the previous.
+        let rotated = stored(&[
+            ("2026-01-01T00:00:01.000Z", "stdout", "tail of an old run"),
+            ("2026-01-01T00:00:02.000Z", "instance", "main"),
+            ("2026-01-01T00:00:03.000Z", "stdout", "new run"),
+        ]);
+        let prev = select(&rotated, &previous("main")).unwrap();
+        assert_eq!(texts(prev), ["tail of an old run"]);
+        // A previous instance that printed nothing is an empty log, not an error.
+        let quiet = stored(&[
+            ("2026-01-01T00:00:00.000Z", "instance", "main"),
+            ("2026-01-01T00:00:01.000Z", "instance", "main"),
+            ("2026-01-01T00:00:02.000Z", "stdout", "talkative"),
+        ]);
+        assert!(select(&quiet, &previous("main")).unwrap().is_empty());
+        assert!(matches!(
+            select(&[], &previous("main")),
+            Err(ReadError::NoPrevious(_))
+        ));
+    }
+
+    #[test]
+    fn since_keeps_lines_stamped_at_or_after_it() {
+        let log = stored(&[
+            ("2026-01-01T00:00:00.000Z", "instance", "main"),
+            ("2026-01-01T00:00:01.000Z", "stdout", "old"),
+            ("2026-01-01T00:00:02.000Z", "stdout", "edge"),
+            ("garbled", "stdout", "unknown age"),
+            ("2026-01-01T00:00:02.500Z", "instance", "main"),
+            ("2026-01-01T00:00:03.000Z", "stdout", "new"),
+        ]);
+        let since = |t: &str| Query {
+            since: Some(humantime::parse_rfc3339(t).unwrap()),
+            ..Query::default()
+        };
+        let recent = select(&log, &since("2026-01-01T00:00:02Z")).unwrap();
+        assert_eq!(texts(recent), ["edge", "new"]);
+        assert!(
+            select(&log, &since("2027-01-01T00:00:00Z"))
+                .unwrap()
+                .is_empty()
+        );
+        // Both: the previous instance, then only its recent lines.
+        let both = Query {
+            previous: Some("main".into()),
+            ..since("2026-01-01T00:00:01.500Z")
+        };
+        assert_eq!(texts(select(&log, &both).unwrap()), ["edge"]);
+    }
+
+    #[test]
+    fn markers_survive_rotation_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        log.instance_started("main");
+        log.line("stdout", b"from the first instance");
+        log.instance_started("main");
+        // Enough to rotate the first instance's marker into `.log.1`.
+        let filler = "y".repeat(1000);
+        for _ in 0..1100 {
+            log.line("stdout", filler.as_bytes());
+        }
+        log.flush();
+        assert!(log.rotated_path().exists());
+        drop(log);
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        log.instance_started("main");
+        log.line("stdout", b"from the third instance");
+        let prev = log.read(&previous("main")).unwrap();
+        assert!(!prev.is_empty() && prev.len() <= 1100, "{}", prev.len());
+        assert!(prev.iter().all(|l| message_of(l) == filler));
+        let all = log.read(&Query::default()).unwrap();
+        assert_eq!(message_of(all.last().unwrap()), "from the third instance");
+        assert!(all.iter().all(|l| !l.contains(" instance ")));
     }
 
     #[test]

@@ -8,4 +8,4 @@ pub mod status;
 mod supervisor;
 pub mod volumes;
 
-pub use supervisor::{Change, Settings, Supervisor};
+pub use supervisor::{Change, LogRequest, Settings, Supervisor};

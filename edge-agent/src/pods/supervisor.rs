@@ -31,7 +31,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use super::config::{self, Data};
 use super::lifecycle::{self, Backoff, Container, Effect, Observation, RestartPolicy, Termination};
-use super::logs::{PodLog, message_of};
+use super::logs::{PodLog, Query, ReadError, message_of};
 use super::probe::{self, Probes};
 use super::status::pod_status;
 use super::volumes::{self, Volumes};
@@ -91,6 +91,19 @@ struct Record {
     report: PodReport,
     /// Why the pod was evicted, once it was.
     evicted: Option<String>,
+}
+
+/// Which part of a pod's log to read (`kubectl logs` options).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRequest {
+    /// Only the last N of the selected lines.
+    pub tail: Option<u64>,
+    /// Only lines written at or after this time.
+    pub since: Option<SystemTime>,
+    /// The previous instance of `container` (default: the pod's first
+    /// container) instead of the whole log.
+    pub previous: bool,
+    pub container: Option<String>,
 }
 
 struct Pod {
@@ -418,26 +431,50 @@ impl Supervisor {
         self.len().await == 0
     }
 
-    /// The last `tail` lines (all when `None`) of a pod's log, as text.
+    /// The part of a pod's log that `request` asks for, as text: the last
+    /// `tail` lines (all when `None`) of what its filters select.
     pub async fn logs(
         &self,
         namespace: &str,
         name: &str,
-        tail: Option<u64>,
+        request: &LogRequest,
     ) -> Result<String, String> {
         let key = format!("{namespace}/{name}");
-        let log = self
+        let (log, first) = self
             .pods
             .lock()
             .await
             .get(&key)
-            .map(|p| p.log.clone())
+            .map(|p| {
+                let first = p.desired.spec.containers.first().map(|c| c.name.clone());
+                (p.log.clone(), first)
+            })
             .ok_or_else(|| format!("pod {key} is not running on this node"))?;
-        let n = tail.map_or(usize::MAX, |t| usize::try_from(t).unwrap_or(usize::MAX));
-        let lines = tokio::task::spawn_blocking(move || log.tail(n))
+        let query = Query {
+            since: request.since,
+            previous: match (request.previous, &request.container) {
+                (false, _) => None,
+                (true, Some(c)) => Some(c.clone()),
+                (true, None) => first,
+            },
+        };
+        let read = tokio::task::spawn_blocking(move || log.read(&query))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read the log of {key}: {e}"))?;
+            .map_err(|e| e.to_string())?;
+        let lines = match read {
+            Ok(lines) => lines,
+            // kubelet's wording, which kubectl users know.
+            Err(ReadError::NoPrevious(c)) => {
+                return Err(format!(
+                    "previous terminated container \"{c}\" in pod \"{name}\" not found"
+                ));
+            }
+            Err(ReadError::Io(e)) => return Err(format!("cannot read the log of {key}: {e}")),
+        };
+        let n = request
+            .tail
+            .map_or(usize::MAX, |t| usize::try_from(t).unwrap_or(usize::MAX));
+        let lines = &lines[lines.len().saturating_sub(n)..];
         // Keep the newest lines that fit in one message.
         let mut size = 0;
         let mut kept: Vec<&str> = Vec::new();
@@ -769,6 +806,7 @@ impl PodCtx {
             )
             .0;
         self.update(i, container);
+        self.log.instance_started(&spec.name);
         tracing::debug!(container = %who, "instance started");
 
         let stop = StopSignal::new();

@@ -25,7 +25,7 @@ use spoke_api::protocol::{
 use tokio::sync::mpsc;
 
 use crate::modules::{Fetcher, Outbox};
-use crate::pods::{Change, Supervisor};
+use crate::pods::{Change, LogRequest, Supervisor};
 use crate::state::State;
 
 /// Status changes are coalesced for this long before being published: long
@@ -280,8 +280,18 @@ impl Handler {
                 namespace,
                 name,
                 tail_lines,
+                since_seconds,
+                since_time,
+                previous,
+                container,
             } => {
-                let up = match self.supervisor.logs(&namespace, &name, tail_lines).await {
+                let request =
+                    log_request(tail_lines, since_seconds, since_time, previous, container);
+                let read = match request {
+                    Ok(request) => self.supervisor.logs(&namespace, &name, &request).await,
+                    Err(e) => Err(e),
+                };
+                let up = match read {
                     Ok(text) => Up::Logs {
                         id,
                         error: None,
@@ -485,6 +495,31 @@ impl Handler {
         );
         let _ = client.try_disconnect();
     }
+}
+
+/// The supervisor's reading of a [`Down::Logs`] request. `since_seconds`
+/// counts back from this board's clock, the one that stamped the lines.
+fn log_request(
+    tail: Option<u64>,
+    since_seconds: Option<u64>,
+    since_time: Option<String>,
+    previous: bool,
+    container: Option<String>,
+) -> Result<LogRequest, String> {
+    let since = match (since_seconds, since_time) {
+        (Some(s), _) => std::time::SystemTime::now().checked_sub(Duration::from_secs(s)),
+        (None, Some(t)) => Some(
+            humantime::parse_rfc3339_weak(&t)
+                .map_err(|e| format!("sinceTime: {t:?} is not an RFC 3339 time: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    Ok(LogRequest {
+        tail,
+        since,
+        previous,
+        container,
+    })
 }
 
 #[cfg(test)]

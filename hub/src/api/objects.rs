@@ -995,11 +995,88 @@ async fn delete_collection(
     .into_response())
 }
 
+/// The query of `GET .../pods/NAME/log`, with Kubernetes' parameter names
+/// (so kubectl's `--since`, `--since-time`, `--previous` and the clients'
+/// `since_seconds=`, `previous=` work).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct LogQuery {
     tail_lines: Option<u64>,
-    follow: Option<bool>,
+    /// Booleans as Go's `strconv.ParseBool` reads them: the Python client
+    /// sends `True`.
+    follow: Option<String>,
+    previous: Option<String>,
+    since_seconds: Option<i64>,
+    since_time: Option<String>,
+    container: Option<String>,
+}
+
+/// A boolean query parameter, read as the Kubernetes API server does.
+fn flag(value: Option<&str>, field: &str) -> Result<bool, Error> {
+    match value {
+        None => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(Error::BadRequest(format!(
+            "{field}: {other:?} is not a boolean (true or false)"
+        ))),
+    }
+}
+
+impl LogQuery {
+    /// Checks the query against `pod` and turns it into what the board is
+    /// asked for.
+    fn options(&self, pod: &Value) -> Result<crate::sync::LogOptions, Error> {
+        let name = name_of(pod);
+        let containers: Vec<&str> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("name").and_then(Value::as_str))
+            .collect();
+        if let Some(c) = &self.container
+            && !containers.contains(&c.as_str())
+        {
+            return Err(Error::BadRequest(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        let since_seconds = match self.since_seconds {
+            Some(s) if s <= 0 => {
+                return Err(Error::BadRequest(format!(
+                    "sinceSeconds: Invalid value: {s}: must be greater than 0"
+                )));
+            }
+            s => s.map(|s| s as u64),
+        };
+        let since_time = match &self.since_time {
+            Some(_) if since_seconds.is_some() => {
+                return Err(Error::BadRequest(
+                    "at most one of sinceTime or sinceSeconds may be specified".into(),
+                ));
+            }
+            Some(t) => {
+                let at = humantime::parse_rfc3339_weak(t).map_err(|e| {
+                    Error::BadRequest(format!(
+                        "sinceTime: {t:?} is not an RFC 3339 time such as 2026-01-02T15:04:05Z: {e}"
+                    ))
+                })?;
+                Some(humantime::format_rfc3339_millis(at).to_string())
+            }
+            None => None,
+        };
+        Ok(crate::sync::LogOptions {
+            tail_lines: self.tail_lines,
+            since_seconds,
+            since_time,
+            previous: flag(self.previous.as_deref(), "previous")?,
+            container: self
+                .container
+                .clone()
+                .or_else(|| containers.first().map(|c| c.to_string())),
+        })
+    }
 }
 
 /// How often a followed log is read again from the board. (The agent
@@ -1041,47 +1118,59 @@ async fn pod_log(
         crate::sync::LogError::Agent(_) => Error::BadRequest(e.to_string()),
         crate::sync::LogError::Publish(_) => Error::Internal(e.to_string()),
     };
+    let options = q.options(&pod)?;
+    let follow = flag(q.follow.as_deref(), "follow")?;
     let text = state
         .sync
-        .request_logs(node, &namespace, &name, q.tail_lines)
+        .request_logs(node, &namespace, &name, &options)
         .await
         .map_err(log_error)?;
     let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if q.follow != Some(true) {
+    // The previous instance has ended: there is nothing to follow.
+    if !follow || options.previous {
         return Ok((plain, text).into_response());
     }
     // `follow=true` (kubectl logs -f): the log so far, then new lines as
     // they appear, until the pod is gone or has finished, or the board
-    // stops answering.
+    // stops answering. Each poll keeps the `since` filter, so that a first
+    // answer that `since` left empty does not make the next poll print
+    // the older lines as new.
     let node = node.to_string();
     let first = Bytes::from(text.clone());
+    let poll = crate::sync::LogOptions {
+        tail_lines: Some(FOLLOW_WINDOW),
+        ..options
+    };
     let rest = futures_util::stream::unfold(
         (state, namespace, name, node, text, false),
-        move |(state, ns, name, node, last, done)| async move {
-            if done {
-                return None;
+        move |(state, ns, name, node, last, done)| {
+            let poll = poll.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                let pod = state
+                    .store
+                    .get(&store::key("pods", Some(&ns), &name))
+                    .await
+                    .ok()
+                    .flatten()?;
+                let finished = matches!(
+                    pod.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                ) || pod.pointer("/metadata/deletionTimestamp").is_some();
+                let now = state
+                    .sync
+                    .request_logs(&node, &ns, &name, &poll)
+                    .await
+                    .ok()?;
+                let new = Bytes::from(new_lines(&last, &now).to_string());
+                Some((
+                    Ok::<_, std::convert::Infallible>(new),
+                    (state, ns, name, node, now, finished),
+                ))
             }
-            tokio::time::sleep(FOLLOW_EVERY).await;
-            let pod = state
-                .store
-                .get(&store::key("pods", Some(&ns), &name))
-                .await
-                .ok()
-                .flatten()?;
-            let finished = matches!(
-                pod.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            ) || pod.pointer("/metadata/deletionTimestamp").is_some();
-            let now = state
-                .sync
-                .request_logs(&node, &ns, &name, Some(FOLLOW_WINDOW))
-                .await
-                .ok()?;
-            let new = Bytes::from(new_lines(&last, &now).to_string());
-            Some((
-                Ok::<_, std::convert::Infallible>(new),
-                (state, ns, name, node, now, finished),
-            ))
         },
     );
     let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
@@ -1162,6 +1251,33 @@ mod tests {
         assert_eq!(new_lines("", "a\n"), "a\n");
         assert_eq!(new_lines("x\n", "a\nb\n"), "a\nb\n");
         assert_eq!(new_lines("a\nb\n", "b\n"), "");
+    }
+
+    #[test]
+    fn log_queries_take_kubernetes_parameters_and_name_what_is_wrong() {
+        let pod = json!({"metadata": {"name": "p"},
+                         "spec": {"containers": [{"name": "main"}, {"name": "side"}]}});
+        let query = |q: &str| -> Result<crate::sync::LogOptions, Error> {
+            let uri: axum::http::Uri = format!("/log?{q}").parse().unwrap();
+            let Query(q) = Query::<LogQuery>::try_from_uri(&uri).unwrap();
+            q.options(&pod)
+        };
+        let o = query("sinceSeconds=60&previous=True&tailLines=3").unwrap();
+        assert_eq!(o.since_seconds, Some(60));
+        assert!(o.previous);
+        assert_eq!(o.tail_lines, Some(3));
+        // Without `container`, the pod's first container.
+        assert_eq!(o.container.as_deref(), Some("main"));
+        let o = query("sinceTime=2026-01-02T15:04:05Z&container=side").unwrap();
+        assert_eq!(o.since_time.as_deref(), Some("2026-01-02T15:04:05.000Z"));
+        assert_eq!(o.container.as_deref(), Some("side"));
+        assert!(!o.previous);
+        let err = |q: &str| query(q).unwrap_err().to_string();
+        assert!(err("sinceSeconds=0").contains("sinceSeconds"));
+        assert!(err("sinceTime=yesterday").contains("sinceTime"));
+        assert!(err("sinceSeconds=5&sinceTime=2026-01-02T15:04:05Z").contains("at most one"));
+        assert!(err("previous=maybe").contains("previous"));
+        assert!(err("container=nope").contains("container nope is not valid for pod p"));
     }
 
     #[test]

@@ -206,7 +206,13 @@ fn paths_for(rt: &ResourceType, obj: &Value, paths: &mut Map<String, Value>) {
             format!("{item}/log"),
             json!({"get": {
                 "operationId": "readPodLog",
-                "parameters": with(item_params(), vec![query("tailLines", json!({"type": "integer", "minimum": 0}), "last lines only")]),
+                "parameters": with(item_params(), vec![
+                    query("tailLines", json!({"type": "integer", "minimum": 0}), "last lines only"),
+                    query("sinceSeconds", json!({"type": "integer", "minimum": 1}), "lines of the last N seconds only"),
+                    query("sinceTime", json!({"type": "string", "format": "date-time"}), "lines written at or after this RFC 3339 time (UTC) only"),
+                    query("previous", json!({"type": "boolean"}), "the previous instance of the container"),
+                    query("container", json!({"type": "string"}), "the container (default: the pod's first)"),
+                ]),
                 "responses": {"200": {"description": "the log", "content": {"text/plain": {"schema": {"type": "string"}}}},
                               "default": {"description": "a Status object", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}},
             }}),

@@ -56,6 +56,18 @@ pub enum LogError {
     Publish(String),
 }
 
+/// Which part of a pod's log to read: the fields of [`Down::Logs`] the API
+/// has validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub tail_lines: Option<u64>,
+    pub since_seconds: Option<u64>,
+    /// RFC 3339, UTC.
+    pub since_time: Option<String>,
+    pub previous: bool,
+    pub container: Option<String>,
+}
+
 #[derive(Default)]
 struct Shared {
     /// Nodes whose agent is connected now.
@@ -93,13 +105,13 @@ impl Handle {
         self.shared().online.contains(node)
     }
 
-    /// Reads a pod's log from the board that runs it, over MQTT.
+    /// Reads (part of) a pod's log from the board that runs it, over MQTT.
     pub async fn request_logs(
         &self,
         node: &str,
         namespace: &str,
         name: &str,
-        tail_lines: Option<u64>,
+        options: &LogOptions,
     ) -> Result<String, LogError> {
         if !self.is_online(node) {
             return Err(LogError::NotConnected(node.to_string()));
@@ -116,7 +128,11 @@ impl Handle {
             id,
             namespace: namespace.to_string(),
             name: name.to_string(),
-            tail_lines,
+            tail_lines: options.tail_lines,
+            since_seconds: options.since_seconds,
+            since_time: options.since_time.clone(),
+            previous: options.previous,
+            container: options.container.clone(),
         };
         let sent = self
             .client

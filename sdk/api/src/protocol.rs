@@ -253,6 +253,22 @@ pub enum Down {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail_lines: Option<u64>,
+        /// Only lines written in the last N seconds, by the board's clock
+        /// (relative, so a board whose clock is off still answers sensibly).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_seconds: Option<u64>,
+        /// Only lines written at or after this RFC 3339 time (UTC, `Z`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_time: Option<String>,
+        /// The log of the previous instance of `container` instead of the
+        /// whole log (`kubectl logs --previous`). An agent older than this
+        /// field ignores it and answers with the whole log.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        previous: bool,
+        /// The container the request is about (the pod's only one unless the
+        /// client named one); used by `previous`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
     },
 }
 
@@ -405,6 +421,52 @@ mod tests {
             applied_revision: 4,
         };
         assert_eq!(Up::decode(&resync.encode()).unwrap(), resync);
+    }
+
+    #[test]
+    fn log_requests_stay_readable_by_older_and_newer_agents() {
+        // What a hub before `previous`/`since` sent still decodes, with the
+        // new fields off.
+        let old = br#"{"type":"logs","id":1,"namespace":"default","name":"p","tailLines":5}"#;
+        let Down::Logs {
+            previous,
+            since_seconds,
+            since_time,
+            container,
+            ..
+        } = Down::decode(old).unwrap()
+        else {
+            panic!("not a log request")
+        };
+        assert!(!previous && since_seconds.is_none() && since_time.is_none());
+        assert!(container.is_none());
+        // A plain request encodes as before, so older agents see no change;
+        // the new fields are plain extra keys, which serde skips by default.
+        let plain = Down::Logs {
+            id: 1,
+            namespace: "default".into(),
+            name: "p".into(),
+            tail_lines: Some(5),
+            since_seconds: None,
+            since_time: None,
+            previous: false,
+            container: None,
+        };
+        assert_eq!(plain.encode(), old);
+        let full = Down::Logs {
+            id: 2,
+            namespace: "default".into(),
+            name: "p".into(),
+            tail_lines: None,
+            since_seconds: Some(60),
+            since_time: Some("2026-01-01T00:00:00Z".into()),
+            previous: true,
+            container: Some("main".into()),
+        };
+        let text = String::from_utf8(full.encode()).unwrap();
+        assert!(text.contains(r#""previous":true"#), "{text}");
+        assert!(text.contains(r#""sinceSeconds":60"#), "{text}");
+        assert_eq!(Down::decode(text.as_bytes()).unwrap(), full);
     }
 
     #[test]

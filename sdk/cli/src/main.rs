@@ -9,6 +9,7 @@ mod edit;
 mod get;
 mod jsonpath;
 mod manifest;
+mod progress;
 mod rollout;
 mod token;
 
@@ -62,6 +63,9 @@ enum Command {
         file: PathBuf,
         /// Reference to give it, such as hello:v1.
         reference: String,
+        /// Print only the digest, and no progress bar.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Create or update objects from manifest files (YAML or JSON; several
     /// documents per file; a directory; or - for standard input).
@@ -80,6 +84,22 @@ enum Command {
         /// Keep printing new lines until the pod finishes or is deleted.
         #[arg(short, long)]
         follow: bool,
+        /// Only lines newer than this, such as 30s, 5m or 1h30m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_since, conflicts_with = "since_time")]
+        since: Option<u64>,
+        /// Only lines written at or after this RFC 3339 time
+        /// (2026-01-02T15:04:05Z).
+        #[arg(long, value_name = "TIME")]
+        since_time: Option<String>,
+        /// The log of the previous instance of the container (before its
+        /// last restart).
+        #[arg(short, long)]
+        previous: bool,
+        /// The container whose previous instance --previous shows (default:
+        /// the pod's first). A pod's containers share one log, so without
+        /// --previous every container's lines are shown.
+        #[arg(short, long)]
+        container: Option<String>,
     },
     /// Delete objects by kind and name, or those in manifest files.
     Delete {
@@ -236,7 +256,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", report(&e));
             ExitCode::FAILURE
         }
     }
@@ -316,12 +336,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ctx.client.get::<serde_json::Value>("/version").await?;
             println!("Spoke hub is running at {}", ctx.client.server());
         }
-        Command::Push { file, reference } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let size = bytes.len();
-            let info = ctx.client.push_module(bytes, Some(&reference)).await?;
-            println!("{reference} pushed: {} ({size} bytes)", info.digest);
+        Command::Push {
+            file,
+            reference,
+            quiet,
+        } => {
+            use std::io::IsTerminal as _;
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            // Streamed from disk, so the bar shows what really left.
+            let bar = std::sync::Arc::new(progress::Bar::new(
+                &reference,
+                size,
+                !quiet && std::io::stderr().is_terminal(),
+            ));
+            let sent = bar.clone();
+            let info = ctx
+                .client
+                .push_module_file(&file, Some(&reference), move |n| sent.update(n))
+                .await;
+            bar.finish();
+            let info = info?;
+            if quiet {
+                println!("{}", info.digest);
+            } else {
+                println!("{reference} pushed: {} ({size} bytes)", info.digest);
+            }
         }
         Command::Apply { files } => return apply::apply(&ctx.client, &ctx.namespace, &files).await,
         Command::Node(command) => return drain::run(&ctx.client, command).await,
@@ -329,7 +370,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token::run(&ctx.client, command, cli.namespace.as_deref()).await?
         }
         Command::Get(args) => get::run(&ctx.client, &ctx.namespace, args).await?,
-        Command::Logs { pod, tail, follow } => {
+        Command::Logs {
+            pod,
+            tail,
+            follow,
+            since,
+            since_time,
+            previous,
+            container,
+        } => {
+            let options = spoke_client::LogOptions {
+                tail_lines: tail,
+                since_seconds: since,
+                since_time,
+                previous,
+                container,
+            };
             let pods = lookup("pods")?;
             let missing = |e: spoke_client::Error| match e.code() {
                 Some(404) => anyhow!(not_found(pods, Some(&ctx.namespace), &pod)),
@@ -339,7 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 use std::io::Write as _;
                 let mut log = ctx
                     .client
-                    .follow_pod_logs(&ctx.namespace, &pod, tail)
+                    .follow_pod_logs(&ctx.namespace, &pod, &options)
                     .await
                     .map_err(missing)?;
                 while let Some(text) = log.next().await {
@@ -349,7 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 let text = ctx
                     .client
-                    .pod_logs(&ctx.namespace, &pod, tail)
+                    .pod_logs(&ctx.namespace, &pod, &options)
                     .await
                     .map_err(missing)?;
                 print!("{text}");
@@ -421,13 +477,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await
                 {
                     Ok(_) => {
-                        println!("{}/{name} deleted", rt.singular);
+                        println!("{} deleted", quoted(rt, &name));
                         if wait.unwrap_or(true) {
                             wait_gone(&ctx.client, rt, ns, &name).await?;
                         }
                     }
                     Err(e) => {
-                        eprintln!("error: {}", describe_error(&e, rt, ns, &name));
+                        let e = match e.code() {
+                            Some(404) => anyhow!(not_found(rt, ns, &name)),
+                            _ => e.into(),
+                        };
+                        eprintln!("{}", report(&e));
                         failed = true;
                     }
                 }
@@ -438,6 +498,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: a duration (`30s`, `5m`, `1h30m`) as whole seconds, rounded
+/// up as kubectl does; at least one second.
+fn parse_since(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (use a duration such as 30s, 5m or 1h30m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
@@ -453,27 +524,57 @@ fn lookup(kind: &str) -> anyhow::Result<&'static ResourceType> {
     })
 }
 
-/// kubectl's wording for a missing object: `pods "x" not found in namespace "y"`.
-pub(crate) fn not_found(rt: &ResourceType, ns: Option<&str>, name: &str) -> String {
-    match ns.filter(|_| rt.namespaced) {
-        Some(ns) => format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural),
-        None => format!("{} \"{name}\" not found", rt.plural),
+/// What the hub refused, printed as kubectl prints it:
+/// `Error from server (NotFound): pods "x" not found in namespace "y"`.
+#[derive(Debug)]
+pub(crate) struct FromServer {
+    reason: String,
+    message: String,
+}
+
+impl std::fmt::Display for FromServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Error from server ({}): {}", self.reason, self.message)
     }
 }
 
-/// Turns "pods \"x\" not found" into kubectl's wording with the namespace.
-fn describe_error(
-    e: &spoke_client::Error,
-    rt: &ResourceType,
-    ns: Option<&str>,
-    name: &str,
-) -> String {
-    match (e.code(), ns) {
-        (Some(404), Some(ns)) => {
-            format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural)
+impl std::error::Error for FromServer {}
+
+/// The line printed for an error: kubectl's `Error from server (REASON):`
+/// for what the hub refused, `error: ...` (with its causes) for the rest,
+/// such as an unreachable hub or a bad flag.
+fn report(e: &anyhow::Error) -> String {
+    if e.chain().count() == 1 {
+        if let Some(s) = e.downcast_ref::<FromServer>() {
+            return s.to_string();
         }
-        (Some(404), None) => format!("{} \"{name}\" not found", rt.plural),
-        _ => e.to_string(),
+        if let Some(spoke_client::Error::Api(status)) = e.downcast_ref::<spoke_client::Error>()
+            && !status.reason.is_empty()
+        {
+            return format!("Error from server ({}): {status}", status.reason);
+        }
+    }
+    format!("error: {e:#}")
+}
+
+/// kubectl's wording for a missing object: `pods "x" not found in namespace "y"`.
+pub(crate) fn not_found(rt: &ResourceType, ns: Option<&str>, name: &str) -> FromServer {
+    let message = match ns.filter(|_| rt.namespaced) {
+        Some(ns) => format!("{} \"{name}\" not found in namespace \"{ns}\"", rt.plural),
+        None => format!("{} \"{name}\" not found", rt.plural),
+    };
+    FromServer {
+        reason: "NotFound".into(),
+        message,
+    }
+}
+
+/// `deployment.apps "web"`, as kubectl names an object in what it did.
+fn quoted(rt: &ResourceType, name: &str) -> String {
+    if rt.group.is_empty() {
+        format!("{} \"{name}\"", rt.singular)
+    } else {
+        format!("{}.{} \"{name}\"", rt.singular, rt.group)
     }
 }
 
@@ -501,5 +602,24 @@ async fn wait_gone(
             }
             Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_kubectl_durations_as_whole_seconds() {
+        assert_eq!(parse_since("30s"), Ok(30));
+        assert_eq!(parse_since("5m"), Ok(300));
+        assert_eq!(parse_since("1h30m"), Ok(5400));
+        assert_eq!(parse_since("1500ms"), Ok(2));
+        assert!(parse_since("0s").unwrap_err().contains("greater than 0"));
+        assert!(
+            parse_since("soon")
+                .unwrap_err()
+                .contains("30s, 5m or 1h30m")
+        );
     }
 }

@@ -246,23 +246,87 @@ impl Client {
         self.json(req).await
     }
 
-    /// A pod's log followed (`kubectl logs -f`): the last `tail_lines`
-    /// (all when `None`), then new lines as the board writes them.
+    /// Uploads the Wasm module in `file`, optionally tagging it `name:tag`.
+    /// The file is streamed from disk in chunks (a large module is never
+    /// whole in memory); `sent` is called with the bytes handed to the
+    /// connection so far, after each chunk.
+    pub async fn push_module_file(
+        &self,
+        file: &std::path::Path,
+        tag: Option<&str>,
+        sent: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<ModuleInfo, Error> {
+        use tokio::io::AsyncReadExt as _;
+        const CHUNK: usize = 64 * 1024;
+        let cannot_read =
+            |e: std::io::Error| Error::Config(format!("cannot read {}: {e}", file.display()));
+        let f = tokio::fs::File::open(file).await.map_err(cannot_read)?;
+        let size = f.metadata().await.map_err(cannot_read)?.len();
+        let sent = std::sync::Arc::new(sent);
+        let chunks = futures_util::stream::try_unfold((f, 0u64), move |(mut f, done)| {
+            let sent = sent.clone();
+            async move {
+                let mut buf = vec![0; CHUNK];
+                let n = f.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                buf.truncate(n);
+                let done = done + n as u64;
+                sent(done);
+                Ok(Some((bytes::Bytes::from(buf), (f, done))))
+            }
+        });
+        let mut req = self
+            .request(reqwest::Method::POST, "/apis/spoke.dev/v1/modules")
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(chunks));
+        if let Some(t) = tag {
+            req = req.query(&[("tag", t)]);
+        }
+        self.json(req).await
+    }
+
+    fn log_request(
+        &self,
+        namespace: &str,
+        name: &str,
+        options: &LogOptions,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/namespaces/{namespace}/pods/{name}/log"),
+        );
+        if let Some(n) = options.tail_lines {
+            req = req.query(&[("tailLines", n)]);
+        }
+        if let Some(s) = options.since_seconds {
+            req = req.query(&[("sinceSeconds", s)]);
+        }
+        if let Some(t) = &options.since_time {
+            req = req.query(&[("sinceTime", t)]);
+        }
+        if options.previous {
+            req = req.query(&[("previous", "true")]);
+        }
+        if let Some(c) = &options.container {
+            req = req.query(&[("container", c)]);
+        }
+        req
+    }
+
+    /// A pod's log followed (`kubectl logs -f`): what `options` selects,
+    /// then new lines as the board writes them.
     pub async fn follow_pod_logs(
         &self,
         namespace: &str,
         name: &str,
-        tail_lines: Option<u64>,
+        options: &LogOptions,
     ) -> Result<LogStream, Error> {
-        let mut req = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/api/v1/namespaces/{namespace}/pods/{name}/log"),
-            )
+        let req = self
+            .log_request(namespace, name, options)
             .query(&[("follow", "true")]);
-        if let Some(n) = tail_lines {
-            req = req.query(&[("tailLines", n)]);
-        }
         let resp = self.send(req).await?;
         Ok(LogStream {
             resp,
@@ -275,21 +339,31 @@ impl Client {
         &self,
         namespace: &str,
         name: &str,
-        tail_lines: Option<u64>,
+        options: &LogOptions,
     ) -> Result<String, Error> {
-        let mut req = self.request(
-            reqwest::Method::GET,
-            &format!("/api/v1/namespaces/{namespace}/pods/{name}/log"),
-        );
-        if let Some(n) = tail_lines {
-            req = req.query(&[("tailLines", n)]);
-        }
-        let resp = self.send(req).await?;
+        let resp = self
+            .send(self.log_request(namespace, name, options))
+            .await?;
         resp.text().await.map_err(|e| Error::Unreachable {
             server: self.server.clone(),
             reason: root_cause(&e),
         })
     }
+}
+
+/// Which part of a pod's log to read (the query of `.../pods/NAME/log`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Only the last N lines.
+    pub tail_lines: Option<u64>,
+    /// Only lines of the last N seconds.
+    pub since_seconds: Option<u64>,
+    /// Only lines written at or after this RFC 3339 time.
+    pub since_time: Option<String>,
+    /// The previous instance of the container instead of the whole log.
+    pub previous: bool,
+    /// The container (default: the pod's first).
+    pub container: Option<String>,
 }
 
 /// A followed log (`follow=true`): text as the hub sends it.

@@ -355,7 +355,11 @@ async fn a_failing_liveness_probe_restarts_the_container_gracefully() {
         last.message.as_deref(),
         Some("Liveness probe failed: healthz returned 1")
     );
-    let log = f.supervisor.logs("default", "sick", None).await.unwrap();
+    let log = f
+        .supervisor
+        .logs("default", "sick", &LogRequest::default())
+        .await
+        .unwrap();
     assert!(log.contains("stopping"), "{log}");
 }
 
@@ -528,13 +532,29 @@ async fn a_tagged_image_starts_from_the_cache_without_the_hub() {
         .await;
     let text = f
         .supervisor
-        .logs("default", "cached", Some(1))
+        .logs(
+            "default",
+            "cached",
+            &LogRequest {
+                tail: Some(1),
+                ..LogRequest::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(text, "second\n");
-    let all = f.supervisor.logs("default", "cached", None).await.unwrap();
+    let all = f
+        .supervisor
+        .logs("default", "cached", &LogRequest::default())
+        .await
+        .unwrap();
     assert_eq!(all, "first\nsecond\n");
-    assert!(f.supervisor.logs("default", "nope", None).await.is_err());
+    assert!(
+        f.supervisor
+            .logs("default", "nope", &LogRequest::default())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
