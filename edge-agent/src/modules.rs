@@ -425,11 +425,20 @@ mod tests {
             (
                 0u8..8,
                 weighted(0.2, prop_oneof![any::<u64>(), 0u64..300]),
-                weighted(0.2, prop_oneof![any::<u64>(), Just(MAX_MODULE_BYTES + 1), 0u64..300]),
+                weighted(
+                    0.2,
+                    prop_oneof![any::<u64>(), Just(MAX_MODULE_BYTES + 1), 0u64..300],
+                ),
                 weighted(0.2, prop::collection::vec(any::<u8>(), 0..64)),
                 proptest::bool::weighted(0.05),
             )
-                .prop_map(|(digest, offset, total, data, error)| Answer { digest, offset, total, data, error })
+                .prop_map(|(digest, offset, total, data, error)| Answer {
+                    digest,
+                    offset,
+                    total,
+                    data,
+                    error,
+                })
         }
 
         proptest! {
