@@ -400,4 +400,122 @@ mod tests {
         store.put(&right, b"bytes").unwrap();
         assert!(store.contains(&right));
     }
+
+    /// Property: whatever a hub (or a broker in between) sends back, a
+    /// pull ends with a verified module or an error, never a panic, and
+    /// nothing unverified is stored.
+    mod properties {
+        use proptest::prelude::*;
+        use spoke_api::fuzz::config;
+
+        use super::*;
+
+        /// How one answer differs from the right one.
+        #[derive(Debug, Clone)]
+        struct Answer {
+            digest: u8,
+            offset: Option<u64>,
+            total: Option<u64>,
+            data: Option<Vec<u8>>,
+            error: bool,
+        }
+
+        fn answer() -> impl Strategy<Value = Answer> {
+            use proptest::option::weighted;
+            (
+                0u8..8,
+                weighted(0.2, prop_oneof![any::<u64>(), 0u64..300]),
+                weighted(
+                    0.2,
+                    prop_oneof![any::<u64>(), Just(MAX_MODULE_BYTES + 1), 0u64..300],
+                ),
+                weighted(0.2, prop::collection::vec(any::<u8>(), 0..64)),
+                proptest::bool::weighted(0.05),
+            )
+                .prop_map(|(digest, offset, total, data, error)| Answer {
+                    digest,
+                    offset,
+                    total,
+                    data,
+                    error,
+                })
+        }
+
+        proptest! {
+            #![proptest_config(config(64))]
+
+            #[test]
+            fn a_pull_ends_verified_or_with_an_error_whatever_the_hub_sends(
+                module in prop::collection::vec(any::<u8>(), 0..200),
+                by_digest in any::<bool>(),
+                chunk in 1usize..80,
+                answers in prop::collection::vec(answer(), 1..12),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                let (outbox, mut rx) = Outbox::new();
+                outbox.set_connected(true);
+                let fetcher = Arc::new(
+                    Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(20)),
+                );
+                let right = digest_of(&module);
+                let image = if by_digest { right.clone() } else { "app:v1".to_string() };
+                let result = rt.block_on(async {
+                    let hub = {
+                        let fetcher = Arc::downgrade(&fetcher);
+                        let module = module.clone();
+                        let right = right.clone();
+                        tokio::spawn(async move {
+                            let mut answers = answers.into_iter();
+                            while let Some(Up::ModuleRequest { id, offset, .. }) = rx.recv().await {
+                                let Some(a) = answers.next() else { break };
+                                let Some(fetcher) = fetcher.upgrade() else { break };
+                                let start = (offset as usize).min(module.len());
+                                let end = (start + chunk).min(module.len());
+                                let digest = match a.digest {
+                                    0 => digest_of(b"something else"),
+                                    1 => "sha256:zz".to_string(),
+                                    _ => right.clone(),
+                                };
+                                let header = ModuleChunk {
+                                    id,
+                                    digest,
+                                    offset: a.offset.unwrap_or(offset),
+                                    total: a.total.unwrap_or(module.len() as u64),
+                                    error: a.error.then(|| "module app:v1 not found".to_string()),
+                                };
+                                let data = a.data.unwrap_or_else(|| module[start..end].to_vec());
+                                fetcher.on_chunk(header, &data);
+                            }
+                        })
+                    };
+                    let result = fetcher.pull(&image).await;
+                    drop(fetcher);
+                    let _ = hub.await;
+                    result
+                });
+                let store = Store::new(dir.path());
+                match result {
+                    Ok(digest) => {
+                        if by_digest {
+                            prop_assert_eq!(&digest, &right);
+                        }
+                        let stored = fs::read(store.path(hex_of(&digest).unwrap())).unwrap();
+                        prop_assert_eq!(digest_of(&stored), digest);
+                    }
+                    Err(e) => {
+                        prop_assert!(!e.to_string().is_empty());
+                        prop_assert!(!store.contains(&right) || fs::read(store.path(hex_of(&right).unwrap())).unwrap() == module);
+                    }
+                }
+                // Only verified modules under their digest; no temporary files left.
+                for entry in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    let hex = name.strip_suffix(".wasm").unwrap_or_else(|| panic!("left behind: {name}"));
+                    let bytes = fs::read(entry.path()).unwrap();
+                    prop_assert_eq!(digest_of(&bytes), format!("sha256:{hex}"));
+                }
+            }
+        }
+    }
 }

@@ -541,3 +541,150 @@ async fn a_thousand_idle_pods_fit_in_a_39_bit_address_space() {
         agent.proc.rss_kib()
     );
 }
+
+/// A module that traps at once.
+const UNREACHABLE: &str =
+    r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#;
+
+/// A module that recurses without end.
+const RECURSE: &str = r#"(module (memory (export "memory") 1)
+  (func $f (param i64) (result i64) (i64.add (call $f (local.get 0)) (i64.const 1)))
+  (func (export "_start") (drop (call $f (i64.const 0)))))"#;
+
+/// A module that asks for a function no runtime provides.
+const MISSING_IMPORT: &str = r#"(module (import "env" "launch_missiles" (func))
+  (memory (export "memory") 1) (func (export "_start") (call 0)))"#;
+
+fn never_pod(name: &str, image: &str, resources: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n    - name: main\n      image: {image}\n      resources: {resources}\n"
+    )
+}
+
+#[tokio::test]
+async fn hostile_modules_end_with_a_reason_while_the_agent_and_a_neighbour_carry_on() {
+    let hub = Hub::start().await;
+    let agent = hub.agent("edge-1", &[]);
+    hub.wait_node_ready("edge-1").await;
+    hub.push(&example_wasm("hello"), "hello:v1");
+    apply(
+        &hub,
+        &spoke_e2e::pod_manifest("hello", "hello:v1", "Always", &[]),
+    );
+    let before = hub
+        .wait_pod("hello", "Running", |p| p["status"]["phase"] == "Running")
+        .await;
+
+    // Not Wasm at all: the hub refuses to store it, with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "#!/bin/sh\necho this is not wasm\n").unwrap();
+    let out = hub.spoke(&["push", text.to_str().unwrap(), "text:v1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a WebAssembly module"),
+        "{}",
+        stderr(&out)
+    );
+    // The magic number and then garbage passes the hub; the agent cannot compile it.
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0\xff\xff\xff\xff garbage").unwrap();
+    hub.push(&garbage, "garbage:v1");
+    push_wat(&hub, SPIN, "spin:v1");
+    push_wat(&hub, RECURSE, "recurse:v1");
+    push_wat(&hub, UNREACHABLE, "trap:v1");
+    push_wat(&hub, MISSING_IMPORT, "import:v1");
+    push_wat(
+        &hub,
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start") (loop (drop (memory.grow (i32.const 1))) (br 0))))"#,
+        "bomb:v1",
+    );
+    for (name, resources) in [
+        ("spin", "{limits: {cpu: 100m}}"),
+        ("bomb", "{limits: {memory: 2Mi}}"),
+        ("recurse", "{}"),
+        ("trap", "{}"),
+        ("import", "{}"),
+        ("garbage", "{}"),
+    ] {
+        apply(&hub, &never_pod(name, &format!("{name}:v1"), resources));
+    }
+
+    let terminated = |p: &Value| container(p)["state"]["terminated"].clone();
+    let bomb = hub
+        .wait_pod("bomb", "Failed", |p| p["status"]["phase"] == "Failed")
+        .await;
+    assert_eq!(terminated(&bomb)["reason"], "OOMKilled", "{bomb}");
+    for (name, words) in [("recurse", "call stack exhausted"), ("trap", "unreachable")] {
+        let pod = hub
+            .wait_pod(name, "Failed", |p| p["status"]["phase"] == "Failed")
+            .await;
+        let t = terminated(&pod);
+        assert_eq!(t["reason"], "Error", "{pod}");
+        assert!(
+            t["message"].as_str().unwrap_or_default().contains(words),
+            "{name}: {pod}"
+        );
+    }
+    for (name, words) in [("import", "launch_missiles"), ("garbage", "")] {
+        let pod = hub
+            .wait_pod(name, "InvalidImage", |p| {
+                container(p)["state"]["waiting"]["reason"] == "InvalidImage"
+            })
+            .await;
+        let message = container(&pod)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !message.is_empty() && message.contains(words),
+            "{name}: {pod}"
+        );
+        assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    }
+    // The spinner runs on, held to its limit, until it is deleted: then it
+    // is stopped (it never reads its closed stdin) and goes.
+    let spin = hub
+        .wait_pod("spin", "Running", |p| p["status"]["phase"] == "Running")
+        .await;
+    assert!(container(&spin)["state"]["running"].is_object(), "{spin}");
+    let out = hub.spoke(&["delete", "pod", "spin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let client = hub.client();
+    eventually(Duration::from_secs(60), "spin deleted", || async {
+        client
+            .get::<Value>("/api/v1/namespaces/default/pods/spin")
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    // The neighbour never noticed: same instance, no restart, still printing.
+    let after: Value = client
+        .get("/api/v1/namespaces/default/pods/hello")
+        .await
+        .unwrap();
+    assert_eq!(after["status"]["phase"], "Running", "{after}");
+    assert_eq!(
+        container(&after)["restartCount"],
+        container(&before)["restartCount"],
+        "{after}"
+    );
+    assert_eq!(
+        container(&after)["state"]["running"]["startedAt"],
+        container(&before)["state"]["running"]["startedAt"],
+        "{after}"
+    );
+    let lines = log_lines(&agent.data_dir, "hello");
+    eventually(Duration::from_secs(30), "hello still printing", || async {
+        (log_lines(&agent.data_dir, "hello") > lines).then_some(())
+    })
+    .await;
+    assert!(
+        !agent.proc.output().contains("panicked"),
+        "{}",
+        spoke_e2e::tail(&agent.proc.output(), 40)
+    );
+}

@@ -314,6 +314,11 @@ impl Container {
                 (self, Effect::Sleep(d))
             }
             Observation::Killed(t) => {
+                if self.finished {
+                    // It ended by itself before the kill: its termination
+                    // stands, and a Succeeded pod stays Succeeded.
+                    return (self, Effect::Idle);
+                }
                 if let State::Terminated(previous) = &self.state {
                     self.last_state = Some(previous.clone());
                 }
@@ -691,6 +696,23 @@ mod tests {
     }
 
     #[test]
+    fn a_kill_after_the_container_finished_changes_nothing() {
+        // Found by the property test below: an eviction after a container
+        // had completed turned a Succeeded pod into a Failed one.
+        let b = Backoff::default();
+        let (done, _) = started_container(&b).step(exit(0, S), RestartPolicy::OnFailure, &b);
+        assert_eq!(pod_phase(std::slice::from_ref(&done)), "Succeeded");
+        let Observation::Exited(t) = exit(137, S) else {
+            unreachable!()
+        };
+        let (after, e) = done
+            .clone()
+            .step(Observation::Killed(t), RestartPolicy::OnFailure, &b);
+        assert_eq!(e, Effect::Idle);
+        assert_eq!(after, done);
+    }
+
+    #[test]
     fn invalid_images_wait_without_looping() {
         let b = Backoff::default();
         let (c, _) = Container::new(&b);
@@ -731,6 +753,224 @@ mod tests {
         for (containers, phase) in table {
             let containers: Vec<Container> = containers.into_iter().cloned().collect();
             assert_eq!(pod_phase(&containers), phase, "{containers:?}");
+        }
+    }
+
+    /// Property tests: any run of observations keeps the lifecycle's
+    /// invariants. The world answers each effect the way the supervisor
+    /// can (a pull ends in a digest, a failure or a bad image; a run starts
+    /// or cannot be set up; a running instance exits, is probed or is
+    /// killed), with any codes, times and probe results.
+    mod properties {
+        use proptest::prelude::*;
+        use spoke_api::fuzz::config;
+
+        use super::*;
+        use crate::pods::probe::{Kind, Timing};
+
+        /// What the world does next, read against the current effect.
+        #[derive(Debug, Clone)]
+        enum Move {
+            /// The normal outcome of the effect, with a variant number.
+            Answer(u8),
+            /// The pod is evicted or deleted.
+            Kill,
+        }
+
+        fn moves() -> impl Strategy<Value = Vec<(Move, i32, u64, bool)>> {
+            let mv = prop_oneof![
+                12 => any::<u8>().prop_map(Move::Answer),
+                1 => Just(Move::Kill),
+            ];
+            let code = prop_oneof![Just(0), Just(1), Just(137), any::<i32>()];
+            // Run times: instant, seconds, around the 10-minute reset, absurd.
+            let ran = prop_oneof![0u64..5, 590u64..610, 0u64..100_000, Just(u64::MAX / 4)];
+            prop::collection::vec((mv, code, ran, any::<bool>()), 0..60)
+        }
+
+        fn policy() -> impl Strategy<Value = RestartPolicy> {
+            prop_oneof![
+                Just(RestartPolicy::Always),
+                Just(RestartPolicy::OnFailure),
+                Just(RestartPolicy::Never)
+            ]
+        }
+
+        fn t0() -> SystemTime {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        }
+
+        fn termination(code: i32, ran: u64) -> Termination {
+            Termination {
+                exit_code: code,
+                reason: if code == 0 { "Completed" } else { "Error" },
+                message: None,
+                started_at: t0(),
+                // Some clocks go backwards: a finish before the start.
+                finished_at: t0()
+                    .checked_add(Duration::from_secs(ran))
+                    .unwrap_or(t0() - Duration::from_secs(1)),
+            }
+        }
+
+        /// The observation the supervisor could make after `effect`.
+        fn observe(
+            effect: &Effect,
+            c: &Container,
+            m: &(Move, i32, u64, bool),
+        ) -> Option<Observation> {
+            let (mv, code, ran, ok) = m;
+            let n = match mv {
+                Move::Kill => return Some(Observation::Killed(termination(137, *ran))),
+                Move::Answer(n) => *n,
+            };
+            Some(match effect {
+                Effect::Pull => match n % 3 {
+                    0 => Observation::ImageReady {
+                        digest: "sha256:x".into(),
+                    },
+                    1 => Observation::PullFailed {
+                        message: "hub unreachable".into(),
+                    },
+                    _ => Observation::InvalidImage {
+                        message: "bad magic".into(),
+                    },
+                },
+                Effect::Run => match n % 4 {
+                    0 => Observation::ConfigFailed {
+                        message: "no such ConfigMap".into(),
+                    },
+                    _ => Observation::Started { at: t0() },
+                },
+                Effect::Sleep(_) => Observation::BackoffElapsed,
+                Effect::Idle | Effect::Kill if matches!(c.state, State::Running { .. }) => {
+                    match n % 3 {
+                        0 => Observation::Exited(termination(*code, *ran)),
+                        _ => Observation::Probed {
+                            kind: [Kind::Startup, Kind::Liveness, Kind::Readiness]
+                                [usize::from(n) % 3],
+                            at: Duration::from_secs(*ran % 1000),
+                            result: if *ok {
+                                Ok(())
+                            } else {
+                                Err("returned 1".into())
+                            },
+                        },
+                    }
+                }
+                // Waiting for a new spec, or finished: nothing more happens.
+                Effect::Idle | Effect::Kill => return None,
+            })
+        }
+
+        fn rank(phase: &str) -> u8 {
+            match phase {
+                "Pending" => 0,
+                "Running" => 1,
+                "Succeeded" | "Failed" => 2,
+                other => panic!("not a pod phase: {other}"),
+            }
+        }
+
+        fn timing() -> Timing {
+            Timing {
+                initial_delay: Duration::ZERO,
+                period: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                success_threshold: 1,
+                failure_threshold: 2,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(512))]
+
+            /// Driven as the supervisor drives it: restartCount only grows,
+            /// by one per restarting exit; back-offs stay within 10 s..5 min;
+            /// the phase never goes back (Pending → Running → Succeeded or
+            /// Failed, the last two final); a finished container is
+            /// terminated and does nothing more; Never never restarts;
+            /// readiness needs a running instance.
+            #[test]
+            fn the_lifecycle_keeps_its_invariants_whatever_happens(
+                policy in policy(), probes in any::<bool>(), moves in moves(),
+            ) {
+                let b = Backoff::default();
+                let (c, mut effect) = Container::new(&b);
+                let mut c = if probes {
+                    c.with_probes(Probes::new(Some(timing()), Some(timing()), Some(timing())))
+                } else {
+                    c
+                };
+                let mut phase = pod_phase(std::slice::from_ref(&c));
+                prop_assert_eq!(phase, "Pending");
+                for m in &moves {
+                    let Some(obs) = observe(&effect, &c, m) else { break };
+                    let before = c.clone();
+                    let exited = matches!(obs, Observation::Exited(_));
+                    let killed = matches!(obs, Observation::Killed(_));
+                    (c, effect) = c.step(obs, policy, &b);
+
+                    prop_assert!(c.restart_count >= before.restart_count);
+                    prop_assert!(c.restart_count - before.restart_count <= i32::from(exited));
+                    if policy == RestartPolicy::Never {
+                        prop_assert_eq!(c.restart_count, 0);
+                    }
+                    if let Effect::Sleep(d) = effect {
+                        prop_assert!(d >= b.initial && d <= b.max, "back-off {:?}", d);
+                    }
+                    let now = pod_phase(std::slice::from_ref(&c));
+                    prop_assert!(rank(now) >= rank(phase), "{} after {}", now, phase);
+                    if rank(phase) == 2 {
+                        prop_assert_eq!(now, phase, "a final phase changed");
+                    }
+                    phase = now;
+                    prop_assert_eq!(c.finished, matches!(c.state, State::Terminated(_)));
+                    if c.finished {
+                        prop_assert_eq!(&effect, &Effect::Idle);
+                    }
+                    if killed {
+                        prop_assert!(c.finished);
+                    }
+                    if c.ready() || c.started() {
+                        let running = matches!(c.state, State::Running { .. });
+                        prop_assert!(running);
+                    }
+                    if c.restart_count > before.restart_count {
+                        prop_assert!(c.last_state.is_some());
+                        let waiting = matches!(c.state, State::Waiting { reason: WaitReason::CrashLoopBackOff, .. });
+                        prop_assert!(waiting);
+                    }
+                }
+            }
+
+            /// Fed anything in any order (which the supervisor never does),
+            /// it still neither panics nor lets restartCount fall or a
+            /// back-off leave its bounds.
+            #[test]
+            fn any_observation_in_any_state_keeps_the_counters_sane(
+                policy in policy(),
+                moves in moves(),
+            ) {
+                let b = Backoff::default();
+                let (mut c, _) = Container::new(&b);
+                for (i, m) in moves.iter().enumerate() {
+                    // Pretend the effect was each kind in turn.
+                    let effects = [Effect::Pull, Effect::Run, Effect::Sleep(b.initial), Effect::Idle];
+                    let fake = State::Running { started_at: t0() };
+                    let mut running = c.clone();
+                    running.state = fake;
+                    let Some(obs) = observe(&effects[i % 4], &running, m) else { continue };
+                    let before = c.restart_count;
+                    let effect;
+                    (c, effect) = c.step(obs, policy, &b);
+                    prop_assert!(c.restart_count >= before);
+                    if let Effect::Sleep(d) = effect {
+                        prop_assert!(d >= b.initial && d <= b.max, "back-off {:?}", d);
+                    }
+                    rank(pod_phase(std::slice::from_ref(&c)));
+                }
+            }
         }
     }
 }

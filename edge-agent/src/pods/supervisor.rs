@@ -533,11 +533,17 @@ struct PodCtx {
 
 async fn run_pod(ctx: Arc<PodCtx>) {
     let containers = (0..ctx.desired.spec.containers.len()).map(|i| run_container(ctx.clone(), i));
-    let containers = futures_util::future::join_all(containers);
+    let mut containers = std::pin::pin!(futures_util::future::join_all(containers));
     let message = tokio::select! {
-        _ = containers => return,
+        _ = &mut containers => return,
         message = watch_disk_usage(&ctx) => message,
     };
+    if lock(&ctx.record).containers.iter().all(|c| c.finished) {
+        // Done already (Succeeded or Failed): Kubernetes evicts only pods
+        // that still run, and a finished pod's phase is final.
+        containers.await;
+        return;
+    }
     // Evicted: the containers' futures are dropped, which stops their
     // instances; they end for good whatever the restart policy, as
     // Kubernetes does with a pod over its ephemeral storage.

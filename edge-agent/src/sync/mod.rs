@@ -714,4 +714,114 @@ mod tests {
             assert!((0.0..1.0).contains(&j));
         }
     }
+
+    /// Property: any run of messages from the hub (or from anyone able to
+    /// publish on the node's topics), well-formed or not, in any order,
+    /// leaves the agent where the protocol says: a snapshot applies only
+    /// above the applied revision, a delta only from it; the applied
+    /// revision never goes back; what is applied is what is stored.
+    mod properties {
+        use proptest::prelude::*;
+        use spoke_api::fuzz::config;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Msg {
+            Desired(u64, Vec<(usize, u8)>),
+            Delta(u64, u64, Vec<(usize, u8)>, Vec<(usize, u8)>),
+            UpToDate(u64),
+            Logs(usize),
+            Bytes(Vec<u8>),
+        }
+
+        fn pods() -> impl Strategy<Value = Vec<(usize, u8)>> {
+            prop::collection::vec((0usize..3, 0u8..2), 0..3)
+        }
+
+        fn msg() -> impl Strategy<Value = (Msg, u8)> {
+            let rev = || prop_oneof![0u64..8, Just(u64::MAX)];
+            let m = prop_oneof![
+                3 => (rev(), pods()).prop_map(|(r, p)| Msg::Desired(r, p)),
+                4 => (rev(), rev(), pods(), pods()).prop_map(|(f, r, p, d)| Msg::Delta(f, r, p, d)),
+                1 => rev().prop_map(Msg::UpToDate),
+                1 => (0usize..4).prop_map(Msg::Logs),
+                1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(Msg::Bytes),
+            ];
+            // Mostly the node's own down topic; sometimes another's, or the module topic.
+            (
+                m,
+                prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
+            )
+        }
+
+        fn pod((i, v): (usize, u8)) -> DesiredPod {
+            let mut p = desired_pod(["a", "b", "c"][i]);
+            p.uid = format!("uid-{}-{v}", p.name);
+            p
+        }
+
+        proptest! {
+            #![proptest_config(config(24))]
+
+            #[test]
+            fn any_run_of_messages_follows_the_revision_rules(
+                msgs in prop::collection::vec(msg(), 1..10),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                rt.block_on(async {
+                    let mut h = handler(dir.path()).await;
+                    // The model: revision and set the protocol says the agent has.
+                    let mut applied = 0u64;
+                    let mut set: BTreeMap<String, DesiredPod> = BTreeMap::new();
+                    for (m, to) in msgs {
+                        let payload = match &m {
+                            Msg::Desired(r, p) => Down::Desired { revision: *r, pods: p.iter().copied().map(pod).collect() }.encode(),
+                            Msg::Delta(f, r, p, d) => Down::Delta {
+                                from_revision: *f,
+                                revision: *r,
+                                pods: p.iter().copied().map(pod).collect(),
+                                deleted: d.iter().copied().map(|x| pod(x).uid).collect(),
+                            }.encode(),
+                            Msg::UpToDate(r) => Down::UpToDate { revision: *r }.encode(),
+                            Msg::Logs(i) => Down::Logs { id: 1, namespace: "default".into(),
+                                                        name: ["a", "b", "c", "zz"][*i].into(), tail_lines: Some(u64::MAX) }.encode(),
+                            Msg::Bytes(b) => b.clone(),
+                        };
+                        let topic = match to {
+                            0 => topic::down("pi-1"),
+                            1 => topic::down("pi-2"),
+                            _ => topic::module("pi-1"),
+                        };
+                        h.on_message(&topic, &payload).await;
+                        if to == 0 {
+                            match m {
+                                Msg::Desired(r, p) if r > applied => {
+                                    applied = r;
+                                    set = p.into_iter().map(pod).map(|p| (p.key(), p)).collect();
+                                }
+                                Msg::Delta(f, r, p, d) if f == applied && r > applied && r > f => {
+                                    let gone: Vec<String> = d.into_iter().map(|x| pod(x).uid).collect();
+                                    set.retain(|_, p| !gone.contains(&p.uid));
+                                    for p in p.into_iter().map(pod) {
+                                        set.insert(p.key(), p);
+                                    }
+                                    applied = r;
+                                }
+                                _ => {}
+                            }
+                        }
+                        prop_assert_eq!(h.applied, applied);
+                        prop_assert_eq!(&h.desired, &set);
+                        let saved = h.state.load().unwrap();
+                        prop_assert_eq!(saved.revision, applied);
+                        prop_assert_eq!(saved.pods, set.values().cloned().collect::<Vec<_>>());
+                    }
+                    h.supervisor.shutdown().await;
+                    Ok(())
+                })?;
+            }
+        }
+    }
 }

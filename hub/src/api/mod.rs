@@ -17,6 +17,8 @@ mod table;
 mod watch;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

@@ -118,9 +118,12 @@ impl Tracker {
     /// Makes sure `node`'s revision is above `floor` (an agent that has
     /// applied a revision this hub never issued, e.g. after the hub's store
     /// was replaced). No delta can start below the new revision. Returns it.
+    ///
+    /// The floor comes from the agent (its `Hello`): at `u64::MAX` the
+    /// revision stays there (saturates) rather than overflowing.
     pub fn raise_above(&mut self, node: &str, floor: u64) -> u64 {
         let h = self.history(node);
-        h.revision = h.revision.max(floor + 1);
+        h.revision = h.revision.max(floor.saturating_add(1));
         h.floor = h.revision;
         h.revision
     }
@@ -130,7 +133,7 @@ impl Tracker {
     /// see [`Tracker::raise_above`]: a node's revision never goes back).
     fn bump(&mut self, node: &str, revision: u64) -> u64 {
         let h = self.history(node);
-        h.revision = revision.max(h.revision + 1);
+        h.revision = revision.max(h.revision.saturating_add(1));
         h.revision
     }
 
@@ -463,5 +466,122 @@ mod tests {
         assert!(pi.upserts.is_empty());
         let other = t.changes_since("other", 1).unwrap();
         assert_eq!(other.upserts, vec!["pods/default/a".to_string()]);
+    }
+
+    /// Any run of pod writes, removals and raises from agents: revisions
+    /// never go back, one revision is one desired set, and a delta from
+    /// any earlier revision the tracker still answers for turns the set
+    /// at that revision into the current one. Agents claiming revision
+    /// `u64::MAX` are among the cases (an overflow before saturation).
+    mod properties {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+        use spoke_api::fuzz::config;
+
+        use super::*;
+
+        const NODES: [&str; 3] = ["pi", "other", "third"];
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Write {
+                pod: usize,
+                node: Option<usize>,
+                uid: usize,
+                generation: i64,
+                deleting: bool,
+            },
+            Remove {
+                pod: usize,
+            },
+            Raise {
+                node: usize,
+                floor: u64,
+            },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0usize..4, proptest::option::of(0usize..3), 0usize..3, 1i64..3, any::<bool>())
+                    .prop_map(|(pod, node, uid, generation, deleting)| Op::Write { pod, node, uid, generation, deleting }),
+                2 => (0usize..4).prop_map(|pod| Op::Remove { pod }),
+                1 => (0usize..3, prop_oneof![0u64..200, Just(u64::MAX - 1), Just(u64::MAX), any::<u64>()])
+                    .prop_map(|(node, floor)| Op::Raise { node, floor }),
+            ]
+        }
+
+        /// What `node` runs: pod key → uid.
+        fn set(t: &Tracker, node: &str) -> BTreeMap<String, String> {
+            t.pods
+                .iter()
+                .filter(|(_, (e, _))| e.node == node)
+                .map(|(k, (e, _))| (k.clone(), e.uid.clone()))
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            #[test]
+            fn deltas_rebuild_the_desired_set_from_any_revision_they_answer_for(
+                ops in prop::collection::vec(op(), 0..40),
+                gaps in prop::collection::vec(1u64..3, 40),
+            ) {
+                let mut t = Tracker::new(&[], 5);
+                let mut store_revision = 5u64;
+                // node → revision → the set at that revision.
+                let mut seen: BTreeMap<&str, BTreeMap<u64, BTreeMap<String, String>>> = BTreeMap::new();
+                for (op, gap) in ops.into_iter().zip(gaps) {
+                    let before: Vec<u64> = NODES.iter().map(|n| t.revision(n)).collect();
+                    match op {
+                        Op::Write { pod, node, uid, generation, deleting } => {
+                            store_revision += gap;
+                            let mut p = json!({"metadata": {"namespace": "default", "name": format!("p{pod}"),
+                                                            "uid": format!("u{pod}-{uid}"), "generation": generation},
+                                               "spec": {}});
+                            if let Some(n) = node {
+                                p["spec"]["nodeName"] = json!(NODES[n]);
+                            }
+                            if deleting {
+                                p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                            }
+                            t.apply(&format!("pods/default/p{pod}"), Some(&p), store_revision);
+                        }
+                        Op::Remove { pod } => {
+                            store_revision += gap;
+                            t.apply(&format!("pods/default/p{pod}"), None, store_revision);
+                        }
+                        Op::Raise { node, floor } => {
+                            let r = t.raise_above(NODES[node], floor);
+                            prop_assert!(r > floor || r == u64::MAX);
+                        }
+                    }
+                    for (i, node) in NODES.iter().enumerate() {
+                        let rev = t.revision(node);
+                        prop_assert!(rev >= before[i], "{} went back from {} to {}", node, before[i], rev);
+                        let now = set(&t, node);
+                        let history = seen.entry(node).or_default();
+                        if rev < u64::MAX
+                            && let Some(earlier) = history.get(&rev)
+                        {
+                            prop_assert_eq!(earlier, &now, "{} has two sets at revision {}", node, rev);
+                        }
+                        history.insert(rev, now.clone());
+                        for (from, old) in history.iter() {
+                            let Some(changes) = t.changes_since(node, *from) else { continue };
+                            let mut rebuilt = old.clone();
+                            rebuilt.retain(|_, uid| !changes.deleted.contains(uid));
+                            for key in &changes.upserts {
+                                if let Some(uid) = now.get(key) {
+                                    rebuilt.insert(key.clone(), uid.clone());
+                                }
+                            }
+                            prop_assert_eq!(&rebuilt, &now, "{} from {} to {}: {:?}", node, from, rev, changes);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -13,6 +13,8 @@ pub mod core;
 pub mod cron;
 pub mod data;
 pub mod event;
+#[cfg(feature = "proptest")]
+pub mod fuzz;
 pub mod meta;
 pub mod module;
 pub mod policy;

@@ -63,68 +63,118 @@ pub enum QuantityError {
     Overflow,
 }
 
-/// Splits `1.5Gi` into its number and suffix multiplier (as a power of 2 or 10).
-fn split(s: &str) -> Result<(f64, f64), QuantityError> {
+/// A quantity as exact numbers: `mantissa × 10^exp10 × 1024^exp1024`.
+/// Decimal fractions are not floats here: `9m` is nine thousandths, not
+/// 0.00900000000000000019 (which rounded up to 10 millicores).
+struct Exact {
+    mantissa: u128,
+    exp10: i64,
+    exp1024: u32,
+}
+
+/// Reads `1.5Gi` as `15 × 10^-1 × 1024^3`.
+fn split(s: &str) -> Result<Exact, QuantityError> {
     let s = s.trim();
     let cut = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(s.len());
     let (num, suffix) = s.split_at(cut);
-    if num.is_empty() || num == "+" || num == "-" {
+    let (negative, digits) = match num.as_bytes().first() {
+        Some(b'-') => (true, &num[1..]),
+        Some(b'+') => (false, &num[1..]),
+        _ => (false, num),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
         return Err(QuantityError::Syntax);
     }
-    let value: f64 = num.parse().map_err(|_| QuantityError::Syntax)?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "u" => 1e-6,
-        "n" => 1e-9,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        "Pi" => 1024.0f64.powi(5),
-        "Ei" => 1024.0f64.powi(6),
+    // Trailing zeros of the fraction add no precision (`1.500`).
+    let frac = frac.trim_end_matches('0');
+    let mut mantissa: u128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        // More than 38 significant digits: beyond any quantity a node has.
+        mantissa = mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u128::from(b - b'0')))
+            .ok_or(QuantityError::Overflow)?;
+    }
+    let (exp10, exp1024): (i64, u32) = match suffix {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 1),
+        "Mi" => (0, 2),
+        "Gi" => (0, 3),
+        "Ti" => (0, 4),
+        "Pi" => (0, 5),
+        "Ei" => (0, 6),
         other => {
             let exp = other
                 .strip_prefix(['e', 'E'])
                 .ok_or(QuantityError::Syntax)?;
             let exp: i32 = exp.parse().map_err(|_| QuantityError::Syntax)?;
-            10f64.powi(exp)
+            (i64::from(exp), 0)
         }
     };
-    if value < 0.0 {
+    if negative && mantissa != 0 {
         return Err(QuantityError::Negative);
     }
-    Ok((value, mult))
+    Ok(Exact {
+        mantissa,
+        exp10: exp10 - frac.len() as i64,
+        exp1024,
+    })
+}
+
+impl Exact {
+    /// The value times `10^extra10`, rounded up to a whole number.
+    fn ceil_scaled(&self, extra10: i64) -> Result<u64, QuantityError> {
+        if self.mantissa == 0 {
+            return Ok(0);
+        }
+        let whole = 1024u128
+            .checked_pow(self.exp1024)
+            .and_then(|b| self.mantissa.checked_mul(b))
+            .ok_or(QuantityError::Overflow)?;
+        let exp10 = self.exp10 + extra10;
+        let value = if exp10 >= 0 {
+            u32::try_from(exp10)
+                .ok()
+                .and_then(|e| 10u128.checked_pow(e))
+                .and_then(|p| whole.checked_mul(p))
+                .ok_or(QuantityError::Overflow)?
+        } else {
+            match u32::try_from(-exp10)
+                .ok()
+                .and_then(|e| 10u128.checked_pow(e))
+            {
+                Some(div) => whole.div_ceil(div),
+                // Smaller than one unit, and not zero.
+                None => 1,
+            }
+        };
+        u64::try_from(value).map_err(|_| QuantityError::Overflow)
+    }
 }
 
 impl Quantity {
     /// The value in whole units, rounded up (`64Mi` → 67108864 bytes).
     pub fn to_units(&self) -> Result<u64, QuantityError> {
-        let (v, m) = split(&self.0)?;
-        let total = (v * m).ceil();
-        if !total.is_finite() || total >= u64::MAX as f64 {
-            return Err(QuantityError::Overflow);
-        }
-        Ok(total as u64)
+        split(&self.0)?.ceil_scaled(0)
     }
 
     /// The value in thousandths, rounded up: cpu in millicores (`250m` → 250,
     /// `1.5` → 1500).
     pub fn to_milli(&self) -> Result<u64, QuantityError> {
-        let (v, m) = split(&self.0)?;
-        let total = (v * m * 1000.0).ceil();
-        if !total.is_finite() || total >= u64::MAX as f64 {
-            return Err(QuantityError::Overflow);
-        }
-        Ok(total as u64)
+        split(&self.0)?.ceil_scaled(3)
     }
 }
 
@@ -153,6 +203,13 @@ mod tests {
         for (text, want) in [("250m", 250), ("1", 1000), ("1.5", 1500), ("0.1", 100)] {
             assert_eq!(Quantity::from(text).to_milli(), Ok(want), "{text}");
         }
+        // Exact decimals: in floating point these came out one too high
+        // (found by the property test in tests/properties.rs).
+        for (text, want) in [("9m", 9), ("16.1", 16100), ("13m", 13), ("0.5u", 1)] {
+            assert_eq!(Quantity::from(text).to_milli(), Ok(want), "{text}");
+        }
+        assert_eq!(Quantity::from("3n").to_units(), Ok(1), "rounded up");
+        assert_eq!(Quantity::from("1.500Ki").to_units(), Ok(1536));
     }
 
     #[test]

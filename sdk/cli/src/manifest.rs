@@ -197,4 +197,108 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Aliases that expand a billion times are refused, not expanded.
+    #[test]
+    fn a_billion_laughs_is_an_error_not_a_hang() {
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (i, prev) in ('b'..='i').zip('a'..='h') {
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            text.push_str(&format!("{i}: &{i} [{refs}]\n"));
+        }
+        let docs = parse("laughs.yaml", &text);
+        assert_eq!(docs.len(), 1);
+        let e = docs[0].as_ref().err().expect("refused");
+        assert!(e.starts_with("laughs.yaml: document 1: "), "{e}");
+    }
+
+    /// Properties: any text is read into documents or errors that name
+    /// the file and the document, never a panic; YAML and JSON spellings
+    /// of the same objects read the same.
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::json;
+        use spoke_api::fuzz::{self, config};
+
+        use super::super::*;
+
+        fn objects() -> Vec<Value> {
+            vec![
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"app": "x"}},
+                       "spec": {"containers": [{"name": "m", "image": "hello:v1",
+                                                "resources": {"limits": {"cpu": "100m"}}}]}}),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                       "data": {"k": "multi\nline: value # not a comment", "n": "007"}}),
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                       "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "x"}}}}),
+            ]
+        }
+
+        fn yaml_stream() -> impl Strategy<Value = String> {
+            prop::collection::vec((0..3usize, any::<bool>()), 1..4).prop_map(|picks| {
+                picks
+                    .into_iter()
+                    .map(|(i, as_json)| {
+                        let v = &objects()[i];
+                        if as_json {
+                            format!("{}\n", serde_json::to_string_pretty(v).unwrap())
+                        } else {
+                            serde_yaml::to_string(v).unwrap()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("---\n")
+            })
+        }
+
+        fn check_labels(text: &str) -> Result<(), TestCaseError> {
+            for (i, doc) in parse("f.yaml", text).into_iter().enumerate() {
+                match doc {
+                    Ok(d) => prop_assert!(d.source.starts_with("f.yaml: document ")),
+                    Err(e) => prop_assert!(e.starts_with("f.yaml: document "), "{}: {}", i, e),
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            #[test]
+            fn any_text_reads_or_names_the_document(text in prop_oneof![
+                fuzz::text(),
+                ".{0,200}",
+                "([a-z]{1,4}: (&a |\\*a |!tag |\\[|\\{|\"|'|-|[0-9.e+-]{1,4}|[a-z]{0,3})\n?( {0,4}- |---\n|\\.\\.\\.\n)?){0,12}",
+            ]) {
+                check_labels(&text)?;
+            }
+
+            #[test]
+            fn damaged_manifests_read_or_name_the_document(
+                text in yaml_stream(),
+                cuts in prop::collection::vec((any::<prop::sample::Index>(), "[ \n:\\-\\[{}\"'&*!#|>a-z0-9]{0,3}"), 1..4),
+            ) {
+                let mut text = text;
+                for (at, insert) in cuts {
+                    let mut i = at.index(text.len() + 1);
+                    while !text.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    text.insert_str(i, &insert);
+                }
+                check_labels(&text)?;
+            }
+
+            #[test]
+            fn yaml_and_json_spellings_read_the_same(text in yaml_stream()) {
+                let docs = parse("f.yaml", &text);
+                prop_assert!(docs.iter().all(Result::is_ok), "{:?}", docs.iter().filter_map(|d| d.as_ref().err()).collect::<Vec<_>>());
+                for d in docs.into_iter().flatten() {
+                    prop_assert!(objects().contains(&d.object), "{}", d.object);
+                }
+            }
+        }
+    }
 }
