@@ -289,7 +289,7 @@ async fn main() {
     );
     // MQTT keepalive: one PINGREQ and one PINGRESP segment every 30 s, and
     // at least one bare ACK; IPv4 + TCP with timestamps is 52 B a segment.
-    let segments_per_s = 3.0 / spoke_agent::sync::KEEPALIVE.as_secs_f64();
+    let segments_per_s = 3.0 / 60.0;
     println!(
         "Estimated IP-layer bytes (payload + 52 B per segment, 3 segments per keepalive): {:.2} B/s (plaintext; TLS adds a record header and tag per message).",
         total / idle_secs + 52.0 * segments_per_s

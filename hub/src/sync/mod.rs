@@ -7,6 +7,7 @@
 
 pub mod connect;
 mod desired;
+pub mod presence;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -183,6 +184,7 @@ pub async fn start(
         dirty: HashSet::new(),
         dirty_since: tokio::time::Instant::now(),
         offline_since: HashMap::new(),
+        leases: HashMap::new(),
         sent: HashMap::new(),
         started: Instant::now(),
     };
@@ -250,10 +252,18 @@ struct Worker {
     dirty_since: tokio::time::Instant,
     /// Nodes whose agent went away, and when.
     offline_since: HashMap<String, Instant>,
+    /// Each node's last lease renewal since the hub started, and how long it holds.
+    leases: HashMap<String, (Instant, Duration)>,
     /// The revision each connected agent will be at once it has applied
     /// what was sent to it (QoS 1 keeps order): the next delta starts there.
     sent: HashMap<String, u64>,
     started: Instant,
+}
+
+/// A lease duration from the wire, capped at a year so that no
+/// `Instant` arithmetic can overflow on a hostile value.
+fn lease(seconds: u64) -> Duration {
+    Duration::from_secs(seconds.min(365 * 24 * 3600))
 }
 
 fn pod_key(ns: &str, name: &str) -> String {
@@ -539,11 +549,18 @@ impl Worker {
                 node: info,
                 pods,
                 status_digest,
+                lease_seconds,
             } => {
                 tracing::info!(node, applied_revision, pods = pods.len(), "agent connected");
                 self.offline_since.remove(node);
                 self.handle.shared().online.insert(node.to_string());
-                if let Err(e) = self.register_node(node, &info).await {
+                match lease_seconds {
+                    Some(s) => self
+                        .leases
+                        .insert(node.to_string(), (Instant::now(), lease(s))),
+                    None => self.leases.remove(node),
+                };
+                if let Err(e) = self.register_node(node, &info, lease_seconds).await {
                     tracing::error!(node, error = %e, "cannot record node");
                     return;
                 }
@@ -562,6 +579,11 @@ impl Worker {
             Up::Resync { applied_revision } => {
                 tracing::info!(node, applied_revision, "agent asks to resync");
                 self.resume(node, applied_revision).await;
+            }
+            Up::Lease { lease_seconds } => {
+                self.leases
+                    .insert(node.to_string(), (Instant::now(), lease(lease_seconds)));
+                self.renew_lease(node, lease_seconds).await;
             }
             Up::Ack { applied_revision } => {
                 self.annotate_node(node, annotations::APPLIED_REVISION, applied_revision)
@@ -630,14 +652,53 @@ impl Worker {
         Some(protocol::status_digest(&reports))
     }
 
+    /// Records a lease renewal on the Node (`status.lease` and the Ready
+    /// condition's `lastHeartbeatTime`, one write), and makes the node Ready
+    /// again if an expired lease had made it NotReady.
+    async fn renew_lease(&self, node: &str, lease_seconds: u64) {
+        let now = crate::api::now();
+        let result = self
+            .store
+            .modify(&node_key(node), |cur| {
+                let mut next = cur.clone();
+                if !next["status"].is_object() {
+                    next["status"] = json!({});
+                }
+                next["status"]["lease"] =
+                    json!({"renewTime": now, "leaseDurationSeconds": lease_seconds});
+                let conds = next["status"]["conditions"].as_array_mut()?;
+                let ready = conds.iter_mut().find(|c| c["type"] == "Ready")?;
+                ready["lastHeartbeatTime"] = json!(now);
+                if ready["status"] != "True" && self.handle.is_online(node) {
+                    *ready = json!({
+                        "type": "Ready", "status": "True", "reason": "AgentReady",
+                        "message": "spoke-agent renewed its lease", "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    });
+                }
+                Some(next)
+            })
+            .await;
+        match result {
+            Ok(_) | Err(store::Error::NotFound) => {}
+            Err(e) => tracing::error!(node, error = %e, "cannot record a lease renewal"),
+        }
+    }
+
     /// Creates or refreshes the Node object from the agent's description.
-    async fn register_node(&self, node: &str, info: &NodeInfo) -> Result<(), crate::api::Error> {
+    /// A hello renews the node's lease when the agent keeps one.
+    async fn register_node(
+        &self,
+        node: &str,
+        info: &NodeInfo,
+        lease_seconds: Option<u64>,
+    ) -> Result<(), crate::api::Error> {
         let now = crate::api::now();
         let ready = json!({
             "type": "Ready", "status": "True", "reason": "AgentReady",
             "message": "spoke-agent is connected", "lastHeartbeatTime": now, "lastTransitionTime": now,
         });
-        let status = json!({
+        let mut status = json!({
             "capacity": info.capacity,
             "allocatable": info.capacity,
             "conditions": [ready],
@@ -652,6 +713,9 @@ impl Worker {
                 "kubeProxyVersion": "", "osImage": "",
             },
         });
+        if let Some(seconds) = lease_seconds {
+            status["lease"] = json!({"renewTime": now, "leaseDurationSeconds": seconds});
+        }
         let labels = json!({
             "kubernetes.io/hostname": node,
             "kubernetes.io/arch": info.architecture,
@@ -833,39 +897,44 @@ impl Worker {
         }
     }
 
-    /// Marks nodes whose agent has been away longer than the grace period
-    /// as not ready. Nodes the hub has not heard of since it started get the
-    /// same grace, so a hub restart does not flap every node.
+    /// Marks nodes that no longer count as alive ([`presence::alive`]:
+    /// away longer than the grace period, or online but with a lease that
+    /// ran out) as not ready. Nodes the hub has not heard of since it
+    /// started get the same grace, so a hub restart does not flap every node.
     async fn node_lifecycle(&mut self) {
         let Ok((nodes, _)) = self.store.list(&store::prefix("nodes", None)).await else {
             return;
         };
         let grace = self.settings.node_grace;
+        let now = Instant::now();
         for node in nodes {
             let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
                 continue;
             };
-            if self.handle.is_online(name) {
+            let seen = presence::Seen {
+                online: self.handle.is_online(name),
+                offline_since: self.offline_since.get(name).copied(),
+                renewed: self.leases.get(name).copied(),
+                stored_lease: node
+                    .pointer("/status/lease/leaseDurationSeconds")
+                    .and_then(Value::as_u64)
+                    .map(lease),
+            };
+            if presence::alive(&seen, now, self.started, grace) {
                 continue;
             }
-            let since = self
-                .offline_since
-                .get(name)
-                .copied()
-                .unwrap_or(self.started);
-            if since.elapsed() < grace {
-                continue;
-            }
+            let why = if seen.online {
+                "spoke-agent stopped renewing its lease"
+            } else {
+                "spoke-agent stopped reporting: disconnected from the hub"
+            };
             let ready = node
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
                 .map(|c| c["status"].clone());
             if ready == Some(json!("True")) {
-                tracing::warn!(
-                    node = name,
-                    "agent gone longer than the grace period: node NotReady"
-                );
+                tracing::warn!(node = name, why, "node NotReady");
                 let now = crate::api::now();
                 let marked = self
                     .store
@@ -875,7 +944,7 @@ impl Worker {
                         let ready = conds.iter_mut().find(|c| c["type"] == "Ready")?;
                         *ready = json!({
                             "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                            "message": "spoke-agent stopped reporting: disconnected from the hub",
+                            "message": why,
                             "lastHeartbeatTime": ready["lastHeartbeatTime"].clone(),
                             "lastTransitionTime": now,
                         });
