@@ -1,7 +1,7 @@
 //! The kernel's own counters for one TCP connection (`ss -tinp`): payload
 //! bytes and segments in each direction, and whether TCP timestamps are on.
-//! From them, bytes at the IP layer: payload + segments × (IPv4 20 + TCP 20
-//! + options). Measured, not estimated: retransmissions, bare ACKs and TLS
+//! From them, bytes at the IP layer: payload + segments × (IPv4 20, TCP 20,
+//! and options). Measured, not estimated: retransmissions, bare ACKs and TLS
 //! records are all in the kernel's counts.
 
 use std::process::Command;
