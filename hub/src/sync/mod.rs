@@ -7,6 +7,7 @@
 
 pub mod connect;
 mod desired;
+mod nodestatus;
 pub mod presence;
 
 use std::collections::{HashMap, HashSet};
@@ -173,6 +174,7 @@ pub async fn start(
         client: client.clone(),
         shared: Arc::new(Mutex::new(Shared::default())),
     };
+    let node_status = nodestatus::Writer::start(store.clone());
     let worker = Worker {
         settings,
         events: store.subscribe(),
@@ -185,6 +187,7 @@ pub async fn start(
         dirty_since: tokio::time::Instant::now(),
         offline_since: HashMap::new(),
         leases: HashMap::new(),
+        node_status,
         sent: HashMap::new(),
         started: Instant::now(),
     };
@@ -254,6 +257,8 @@ struct Worker {
     offline_since: HashMap<String, Instant>,
     /// Each node's last lease renewal since the hub started, and how long it holds.
     leases: HashMap<String, (Instant, Duration)>,
+    /// Node status writes, queued so that the worker never waits for a flush.
+    node_status: nodestatus::Writer,
     /// The revision each connected agent will be at once it has applied
     /// what was sent to it (QoS 1 keeps order): the next delta starts there.
     sent: HashMap<String, u64>,
@@ -361,8 +366,7 @@ impl Worker {
         if from == Some(revision) {
             self.publish_down(node, &Down::UpToDate { revision }).await;
             self.sent.insert(node.to_string(), revision);
-            self.annotate_node(node, annotations::DESIRED_REVISION, revision)
-                .await;
+            self.annotate_node(node, annotations::DESIRED_REVISION, revision);
             return "upToDate";
         }
         let changes = from.and_then(|f| Some((f, self.tracker.changes_since(node, f)?)));
@@ -406,8 +410,7 @@ impl Worker {
         };
         self.publish_down(node, &msg).await;
         self.sent.insert(node.to_string(), revision);
-        self.annotate_node(node, annotations::DESIRED_REVISION, revision)
-            .await;
+        self.annotate_node(node, annotations::DESIRED_REVISION, revision);
         "delta"
     }
 
@@ -434,8 +437,7 @@ impl Worker {
         self.publish_down(node, &Down::Desired { revision, pods })
             .await;
         self.sent.insert(node.to_string(), revision);
-        self.annotate_node(node, annotations::DESIRED_REVISION, revision)
-            .await;
+        self.annotate_node(node, annotations::DESIRED_REVISION, revision);
     }
 
     /// What the agent needs of one pod, with the ConfigMaps and Secrets
@@ -583,11 +585,10 @@ impl Worker {
             Up::Lease { lease_seconds } => {
                 self.leases
                     .insert(node.to_string(), (Instant::now(), lease(lease_seconds)));
-                self.renew_lease(node, lease_seconds).await;
+                self.renew_lease(node, lease_seconds);
             }
             Up::Ack { applied_revision } => {
-                self.annotate_node(node, annotations::APPLIED_REVISION, applied_revision)
-                    .await;
+                self.annotate_node(node, annotations::APPLIED_REVISION, applied_revision);
             }
             Up::Status { pods } => self.apply_reports(node, pods).await,
             Up::ModuleRequest { id, image, offset } => {
@@ -612,8 +613,7 @@ impl Worker {
             // Not a revision of this hub's store: start above it, afresh.
             self.tracker.raise_above(node, applied);
         }
-        self.annotate_node(node, annotations::APPLIED_REVISION, applied)
-            .await;
+        self.annotate_node(node, annotations::APPLIED_REVISION, applied);
         let answer = self.send_changes(node, Some(applied)).await;
         tracing::info!(
             node,
@@ -655,34 +655,30 @@ impl Worker {
     /// Records a lease renewal on the Node (`status.lease` and the Ready
     /// condition's `lastHeartbeatTime`, one write), and makes the node Ready
     /// again if an expired lease had made it NotReady.
-    async fn renew_lease(&self, node: &str, lease_seconds: u64) {
+    fn renew_lease(&self, node: &str, lease_seconds: u64) {
         let now = crate::api::now();
-        let result = self
-            .store
-            .modify(&node_key(node), |cur| {
-                let mut next = cur.clone();
-                if !next["status"].is_object() {
-                    next["status"] = json!({});
-                }
-                next["status"]["lease"] =
-                    json!({"renewTime": now, "leaseDurationSeconds": lease_seconds});
-                let conds = next["status"]["conditions"].as_array_mut()?;
-                let ready = conds.iter_mut().find(|c| c["type"] == "Ready")?;
-                ready["lastHeartbeatTime"] = json!(now);
-                if ready["status"] != "True" && self.handle.is_online(node) {
-                    *ready = json!({
-                        "type": "Ready", "status": "True", "reason": "AgentReady",
-                        "message": "spoke-agent renewed its lease", "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    });
-                }
-                Some(next)
-            })
-            .await;
-        match result {
-            Ok(_) | Err(store::Error::NotFound) => {}
-            Err(e) => tracing::error!(node, error = %e, "cannot record a lease renewal"),
-        }
+        let online = self.handle.is_online(node);
+        self.node_status.queue(node, move |next| {
+            if !next["status"].is_object() {
+                next["status"] = json!({});
+            }
+            next["status"]["lease"] =
+                json!({"renewTime": now, "leaseDurationSeconds": lease_seconds});
+            let Some(conds) = next["status"]["conditions"].as_array_mut() else {
+                return;
+            };
+            let Some(ready) = conds.iter_mut().find(|c| c["type"] == "Ready") else {
+                return;
+            };
+            ready["lastHeartbeatTime"] = json!(now);
+            if ready["status"] != "True" && online {
+                *ready = json!({
+                    "type": "Ready", "status": "True", "reason": "AgentReady",
+                    "message": "spoke-agent renewed its lease", "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                });
+            }
+        });
     }
 
     /// Creates or refreshes the Node object from the agent's description.
@@ -730,69 +726,51 @@ impl Worker {
                 Err(e) => return Err(e),
             }
         }
-        self.store
-            .modify(&key, |cur| {
-                let mut next = cur.clone();
-                // Keep the transition time when the node was already ready.
-                let mut status = status.clone();
-                if let Some(prev) = cur.pointer("/status/conditions/0")
-                    && prev["status"] == "True"
-                {
-                    status["conditions"][0]["lastTransitionTime"] =
-                        prev["lastTransitionTime"].clone();
-                }
-                if let Some(sync) = cur.pointer("/status/sync") {
-                    status["sync"] = sync.clone();
-                }
-                next["status"] = status;
-                for (k, v) in labels.as_object().expect("labels are a map") {
-                    next["metadata"]["labels"][k] = v.clone();
-                }
-                Some(next)
-            })
-            .await?;
+        self.node_status.queue(node, move |next| {
+            // Keep the transition time when the node was already ready.
+            let mut status = status.clone();
+            if let Some(prev) = next.pointer("/status/conditions/0")
+                && prev["status"] == "True"
+            {
+                status["conditions"][0]["lastTransitionTime"] = prev["lastTransitionTime"].clone();
+            }
+            if let Some(sync) = next.pointer("/status/sync") {
+                status["sync"] = sync.clone();
+            }
+            next["status"] = status;
+            if !next["metadata"]["labels"].is_object() {
+                next["metadata"]["labels"] = json!({});
+            }
+            for (k, v) in labels.as_object().expect("labels are a map") {
+                next["metadata"]["labels"][k] = v.clone();
+            }
+        });
         Ok(())
     }
 
     /// Records a desired or applied revision on the Node: in
     /// `status.sync` and in an annotation, in one write.
-    async fn annotate_node(&self, node: &str, annotation: &str, revision: u64) {
+    fn annotate_node(&self, node: &str, annotation: &str, revision: u64) {
         let value = json!(revision.to_string());
         let field = if annotation == annotations::DESIRED_REVISION {
             "desiredRevision"
         } else {
             "appliedRevision"
         };
-        let result = self
-            .store
-            .modify(&node_key(node), |cur| {
-                if cur
-                    .pointer("/metadata/annotations")
-                    .and_then(|a| a.get(annotation))
-                    == Some(&value)
-                    && cur.pointer(&format!("/status/sync/{field}")) == Some(&json!(revision))
-                {
-                    return None;
-                }
-                let mut next = cur.clone();
-                if !next["metadata"]["annotations"].is_object() {
-                    next["metadata"]["annotations"] = json!({});
-                }
-                next["metadata"]["annotations"][annotation] = value.clone();
-                if !next["status"].is_object() {
-                    next["status"] = json!({});
-                }
-                if !next["status"]["sync"].is_object() {
-                    next["status"]["sync"] = json!({"desiredRevision": 0, "appliedRevision": 0});
-                }
-                next["status"]["sync"][field] = json!(revision);
-                Some(next)
-            })
-            .await;
-        match result {
-            Ok(_) | Err(store::Error::NotFound) => {}
-            Err(e) => tracing::error!(node, error = %e, "cannot annotate node"),
-        }
+        let annotation = annotation.to_string();
+        self.node_status.queue(node, move |next| {
+            if !next["metadata"]["annotations"].is_object() {
+                next["metadata"]["annotations"] = json!({});
+            }
+            next["metadata"]["annotations"][&annotation] = value.clone();
+            if !next["status"].is_object() {
+                next["status"] = json!({});
+            }
+            if !next["status"]["sync"].is_object() {
+                next["status"]["sync"] = json!({"desiredRevision": 0, "appliedRevision": 0});
+            }
+            next["status"]["sync"][field] = json!(revision);
+        });
     }
 
     /// Writes the agent's pod reports into pod status. Reports about pods
