@@ -78,10 +78,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         sync::mqtt_options(&connection, &config.name, config.keepalive),
         256,
     );
-    // Small protocol messages must not wait for Nagle + delayed ACK (~40 ms a hop).
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    sync::tune(&mut eventloop);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let mut driver = tokio::spawn(sync::drive(eventloop, inbound_tx));
     let handler = sync::Handler {

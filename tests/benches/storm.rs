@@ -69,10 +69,9 @@ async fn sim_agent(join: JoinResponse, ca: String, seen: Arc<Seen>, clock: Arc<C
     conn.password = Some(join.password);
     conn.ca_pem = Some(ca);
     let options = spoke_agent::sync::mqtt_options(&conn, &name, Duration::from_secs(60));
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    // The real agent's request queue, socket settings and driver.
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    spoke_agent::sync::tune(&mut eventloop);
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(spoke_agent::sync::drive(eventloop, tx));
     let node: NodeInfo = spoke_agent::node::info(110);
@@ -313,6 +312,9 @@ async fn main() {
         .filter(|(s, before)| s.connects.load(Ordering::SeqCst) == **before)
         .count();
     let (nodes, ready, in_sync) = hub_view(&hub).await;
+    // Sessions that ended after they had begun (the broker published the
+    // last will): connects given up by the client, or taken over.
+    let wills = hub.proc.output().matches("agent disconnected").count();
     let (after_cpu, after_rss) = hub_load(&hub, Duration::from_secs(10)).await;
 
     println!(
@@ -355,6 +357,9 @@ async fn main() {
         "| reconnects beyond each agent's first after the restart (takeover loops), over the storm + 15 s | {extra} | 0 |"
     );
     println!("| agents that never reconnected | {not_reconnected} | 0 |");
+    println!(
+        "| sessions that ended after the restart (last wills the hub saw: connects given up or taken over) | {wills} | |"
+    );
     println!(
         "| hub's view after the storm: nodes / Ready / Ready and in sync | {nodes} / {ready} / {in_sync} | {n} / {n} / {n} |"
     );

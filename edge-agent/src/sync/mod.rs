@@ -108,6 +108,22 @@ pub fn mqtt_options(conn: &Connection, name: &str, keepalive: Duration) -> MqttO
     o
 }
 
+/// How long a connect may take, TCP + TLS handshake + CONNACK. rumqttc's
+/// default is 5 s: a broker busy taking back a whole fleet after a restart
+/// answers later than that, and a client that gives up and tries again
+/// leaves a session behind that its next attempt has to take over (one more
+/// last will, one more connect for the broker). Slow links need it too.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Socket settings of the agent's MQTT connection: no Nagle delay for
+/// small protocol messages (~40 ms a hop otherwise), and [`CONNECT_TIMEOUT`].
+pub fn tune(eventloop: &mut EventLoop) {
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+    eventloop.set_network_options(network);
+}
+
 /// What the event-loop task forwards.
 #[derive(Debug)]
 pub enum Inbound {
