@@ -85,3 +85,55 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<(String, Change)>) {
         futures_util::future::join_all(writes).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::RedbBackend;
+
+    #[tokio::test]
+    async fn queued_changes_land_in_order_per_node_in_few_writes_and_skip_missing_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(RedbBackend::open(&dir.path().join("store.redb")).unwrap());
+        for name in ["a", "b"] {
+            store
+                .create(
+                    &store::key("nodes", None, name),
+                    json!({"metadata": {"name": name}}),
+                )
+                .await
+                .unwrap();
+        }
+        let before = store.revision().await.unwrap();
+        let writer = Writer::start(store.clone());
+        // The later change to a field wins; both nodes get every change.
+        for node in ["a", "b", "gone"] {
+            for n in 1..=50u64 {
+                writer.queue(node, move |next| {
+                    next["status"]["n"] = json!(n);
+                    next["status"]["seen"][n.to_string()] = json!(true);
+                });
+            }
+        }
+        let key = |n: &str| store::key("nodes", None, n);
+        for _ in 0..100 {
+            let done = store.get(&key("a")).await.unwrap().unwrap()["status"]["n"] == 50
+                && store.get(&key("b")).await.unwrap().unwrap()["status"]["n"] == 50;
+            if done {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for name in ["a", "b"] {
+            let node = store.get(&key(name)).await.unwrap().unwrap();
+            assert_eq!(node["status"]["n"], 50, "{node}");
+            assert_eq!(node["status"]["seen"].as_object().unwrap().len(), 50);
+        }
+        assert!(store.get(&key("gone")).await.unwrap().is_none());
+        // Coalesced: far fewer writes than the 100 changes queued.
+        let writes = store.revision().await.unwrap() - before;
+        assert!(writes < 20, "{writes} writes");
+    }
+}
