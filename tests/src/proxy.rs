@@ -10,7 +10,7 @@
 //! does: each end learns only from its own timeouts (half-open TCP).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,7 +21,8 @@ struct Shared {
     up: AtomicU64,
     /// Server → client bytes.
     down: AtomicU64,
-    cut: AtomicBool,
+    /// While set, the proxy does not listen: connects are refused.
+    cut: watch::Sender<bool>,
     /// When bytes last went through, in ns since `origin` (0: not since reset).
     first: AtomicU64,
     last: AtomicU64,
@@ -49,7 +50,7 @@ impl TcpProxy {
         let shared = Arc::new(Shared {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
-            cut: AtomicBool::new(false),
+            cut: watch::channel(false).0,
             first: AtomicU64::new(0),
             last: AtomicU64::new(0),
             origin: std::time::Instant::now(),
@@ -59,11 +60,36 @@ impl TcpProxy {
         let target = target.to_string();
         let s = shared.clone();
         let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if s.cut.load(Ordering::SeqCst) {
-                    drop(client);
+            // While cut, the port is closed (connects are refused, as with a
+            // link that is down: no TLS handshake even starts, so a client
+            // spends no resumption ticket on it); it opens again on heal.
+            let mut listener = Some(listener);
+            let mut cut = s.cut.subscribe();
+            loop {
+                if *cut.borrow_and_update() {
+                    listener = None;
+                    if cut.changed().await.is_err() {
+                        return;
+                    }
                     continue;
                 }
+                if listener.is_none() {
+                    match TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => listener = Some(l),
+                        Err(_) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(l) = listener.as_ref() else { continue };
+                let client = tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((client, _)) => client,
+                        Err(_) => continue,
+                    },
+                    _ = cut.changed() => continue,
+                };
                 if *s.stalled.borrow() {
                     // The SYN got an answer, but nothing more ever will.
                     tokio::spawn(black_hole(client, s.clone()));
@@ -95,9 +121,10 @@ impl TcpProxy {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Closes every open connection and refuses new ones until [`TcpProxy::heal`].
+    /// Closes every open connection and refuses new ones (the port is
+    /// closed) until [`TcpProxy::heal`].
     pub fn cut(&self) {
-        self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.cut.send_replace(true);
         self.shared.epoch.send_modify(|e| *e += 1);
     }
 
@@ -110,7 +137,7 @@ impl TcpProxy {
 
     /// Lets connections through again (after a cut or a stall).
     pub fn heal(&self) {
-        self.shared.cut.store(false, Ordering::SeqCst);
+        self.shared.cut.send_replace(false);
         self.shared.stalled.send_replace(false);
     }
 
