@@ -92,6 +92,20 @@ pub struct Config {
     /// Longest restart/pull back-off (e.g. 5m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub restart_backoff_max: Duration,
+
+    /// MQTT keepalive: an idle board sends one ping this often, and the
+    /// broker gives up on a silent connection after 1.5 times this (then
+    /// publishes the board's last will). Shorter finds a dead link sooner;
+    /// longer costs fewer bytes on a metered link (docs/protocol.md,
+    /// "Presence"). Whole seconds, 5s to 18h.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keepalive: Duration,
+
+    /// How long a lease renewal holds (renewed every quarter of it while
+    /// connected). The hub marks the node NotReady when its lease runs out,
+    /// even if the broker still shows the board online.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
 }
 
 /// Why the configuration was refused. Each message names the option.
@@ -160,6 +174,21 @@ impl Config {
                 message: format!("{} must be an absolute path without '..'", p.display()),
             });
         }
+        if self.keepalive < Duration::from_secs(5)
+            || self.keepalive > Duration::from_secs(u64::from(u16::MAX))
+            || self.keepalive.subsec_nanos() != 0
+        {
+            return Err(Error::Invalid {
+                option: "keepalive",
+                message: "must be whole seconds from 5s to 18h12m15s (MQTT's limit)".into(),
+            });
+        }
+        if self.lease_duration < Duration::from_secs(4) || self.lease_duration.subsec_nanos() != 0 {
+            return Err(Error::Invalid {
+                option: "lease-duration",
+                message: "must be whole seconds, at least 4s".into(),
+            });
+        }
         if self.max_pods == 0 {
             return Err(Error::Invalid {
                 option: "max-pods",
@@ -211,6 +240,8 @@ mod tests {
         assert_eq!(c.name, "pi-1");
         assert_eq!(c.max_pods, 110);
         assert_eq!(c.backoff(), Backoff::default());
+        assert_eq!(c.keepalive, Duration::from_secs(60));
+        assert_eq!(c.lease_duration, Duration::from_secs(3600));
         assert_eq!(c.hub.as_deref(), Some("mqtt://127.0.0.1:1883"));
         let c = load(&[
             "--hub",
@@ -250,7 +281,33 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_naming_the_option() {
-        let cases: [(&[&str], &str); 7] = [
+        let cases: [(&[&str], &str); 10] = [
+            (
+                &["--hub", "mqtt://h", "--name", "pi", "--keepalive", "2s"],
+                "--keepalive",
+            ),
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--keepalive",
+                    "30500ms",
+                ],
+                "--keepalive",
+            ),
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--lease-duration",
+                    "1s",
+                ],
+                "--lease-duration",
+            ),
             (
                 &[
                     "--hub",

@@ -74,12 +74,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
 
     let connection = identity::resolve(&config, &data).await?;
-    let (client, mut eventloop) =
-        rumqttc::AsyncClient::new(sync::mqtt_options(&connection, &config.name), 256);
-    // Small protocol messages must not wait for Nagle + delayed ACK (~40 ms a hop).
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(
+        sync::mqtt_options(&connection, &config.name, config.keepalive),
+        256,
+    );
+    sync::tune(&mut eventloop);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let mut driver = tokio::spawn(sync::drive(eventloop, inbound_tx));
     let handler = sync::Handler {
@@ -92,6 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         node: node::info(config.max_pods),
         applied: saved.revision,
         desired,
+        lease: config.lease_duration,
     };
     let handler = tokio::spawn(handler.handle(inbound_rx, changes, outbox_rx));
 

@@ -190,7 +190,7 @@ async fn mqtt(
             listen: config.mqtt_listen,
             tls: material
                 .filter(|_| !config.mqtt_insecure)
-                .map(|m| m.server.clone()),
+                .map(|m| m.mqtt.clone()),
         };
         // Kept in the data dir (0600) so that an operator can watch the
         // broker as the hub (`mosquitto_sub -u _spoke-hub`), as with Mosquitto.

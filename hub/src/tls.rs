@@ -76,6 +76,10 @@ pub struct Material {
     pub ca_pem: String,
     /// The rustls configuration with the server certificate chain.
     pub server: Arc<rustls::ServerConfig>,
+    /// The same certificate for the MQTT relay, without the CA in the
+    /// chain: every board already holds the CA (from its join), and each
+    /// full handshake over a metered link would carry it again (~0.5 KB).
+    pub mqtt: Arc<rustls::ServerConfig>,
     /// Whether a new server certificate was issued at this start.
     pub issued: bool,
 }
@@ -204,12 +208,19 @@ pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Material, Error> {
     ))
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
-    .with_single_cert(vec![server_der, ca_der], key)?;
+    .with_single_cert(vec![server_der.clone(), ca_der], key.clone_key())?;
     // The API speaks HTTP/1.1 only (axum is built without http2).
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mqtt = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(vec![server_der], key)?;
     Ok(Material {
         ca_pem,
         server: Arc::new(server),
+        mqtt: Arc::new(mqtt),
         issued,
     })
 }

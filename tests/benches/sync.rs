@@ -1,38 +1,39 @@
-//! Edge sync figures, counted at TCP: the agent reaches the hub's embedded
-//! broker through a counting proxy ([`spoke_e2e::proxy::TcpProxy`]), so
-//! every byte of its MQTT connection, both directions, is seen (TCP payload;
-//! IP/TCP headers are not included, see below).
+//! Edge sync figures, counted at TCP: the agent (joined, over TLS) reaches
+//! the hub's embedded broker through a counting proxy
+//! ([`spoke_e2e::proxy::TcpProxy`]), so every byte of its MQTT connection,
+//! both directions, is seen (TCP payload: TLS records included, IP/TCP
+//! headers not; `benches/idle.rs` measures those for an idle node).
 //!
 //! - resync after an outage (the proxy cuts the link, heals it): bytes and
 //!   time from the agent's first byte after the heal until the link is
 //!   quiet again, with 0 pods, with 100 unchanged pods, and with 100 pods
 //!   changed during the outage, beside the encoded size of those changes
 //!   (the pods and uids the hub's delta carries, as JSON) measured in the
-//!   same run;
-//! - idle bytes per second of a connected node, over a window of a few
-//!   keepalives, extrapolated to an hour.
+//!   same run.
 //!
 //! Prints a table; no assertions.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use spoke_api::protocol::{Down, topic};
 use spoke_e2e::proxy::TcpProxy;
-use spoke_e2e::{Agent, Hub, eventually, example_wasm};
+use spoke_e2e::{Hub, eventually, example_wasm};
 use tokio::sync::mpsc;
 
 const NODE: &str = "bench-1";
 const PODS: usize = 100;
-/// Idle window: three keepalive periods (30 s each) and a bit.
-const IDLE: Duration = Duration::from_secs(95);
 
-/// Subscribes, on the broker itself, to the node's `down` topic.
-async fn observer(mqtt_url: &str) -> mpsc::UnboundedReceiver<Vec<u8>> {
-    let (host, port) = spoke_api::protocol::parse_broker_url(mqtt_url).unwrap();
-    let mut o = MqttOptions::new("bench-observer", host, port);
+/// Subscribes, on the broker itself (as the hub's user, over TLS), to the
+/// node's `down` topic.
+async fn observer(hub: &Hub) -> mpsc::UnboundedReceiver<Vec<u8>> {
+    let mut conn = spoke_agent::sync::Connection::parse_url(&hub.mqtt_url).unwrap();
+    conn.ca_pem = Some(std::fs::read_to_string(hub.ca_path()).unwrap());
+    let mut o = MqttOptions::new("bench-observer", conn.host.clone(), conn.port);
     o.set_max_packet_size(1 << 24, 1 << 24);
+    o.set_credentials("_spoke-hub", hub.mqtt_hub_password());
+    spoke_agent::identity::set_tls(&mut o, &conn);
     let (client, mut eventloop) = AsyncClient::new(o, 64);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
@@ -181,22 +182,16 @@ where
 #[tokio::main]
 async fn main() {
     let hub = Hub::start().await;
-    let proxy = TcpProxy::start(hub.mqtt_url.trim_start_matches("mqtt://")).await;
-    let mut downs = observer(&hub.mqtt_url).await;
-    let _agent = Agent::start(&proxy.url(), NODE, hub.dir.path(), &[]);
+    let proxy = TcpProxy::start(hub.mqtt_url.split("://").nth(1).unwrap()).await;
+    let mut downs = observer(&hub).await;
+    let _agent = hub.agent_via(NODE, &proxy.url_like(&hub.mqtt_url), &[]);
     hub.wait_node_ready(NODE).await;
     hub.push(&example_wasm("hello"), "hello:v1");
     let client = hub.client();
     let pods = "/api/v1/namespaces/default/pods";
 
-    // Idle, no pods.
     wait_in_sync(&hub).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    proxy.reset();
-    let t = Instant::now();
-    tokio::time::sleep(IDLE).await;
-    let (idle_up, idle_down) = proxy.bytes();
-    let idle_secs = t.elapsed().as_secs_f64();
 
     let mut results = Vec::new();
     results.push(outage("0 pods, 0 changed", &hub, &proxy, &mut downs, || async {}).await);
@@ -256,7 +251,7 @@ async fn main() {
     );
 
     println!(
-        "\nSpoke edge sync benchmark (embedded broker, TCP payload bytes through a counting proxy)\n"
+        "\nSpoke edge sync benchmark (embedded broker over TLS, TCP payload bytes through a counting proxy)\n"
     );
     println!(
         "| outage, then | hub answered | bytes down (hub→agent) | bytes up (agent→hub) | total | encoded changes | down : changes | time, first→last byte |"
@@ -281,17 +276,4 @@ async fn main() {
             r.time.as_secs_f64() * 1e3
         );
     }
-    let total = (idle_up + idle_down) as f64;
-    println!(
-        "\nIdle, 0 pods, over {idle_secs:.0} s: {idle_up} B up + {idle_down} B down = {:.3} B/s of TCP payload (extrapolated: {:.0} B/hour).",
-        total / idle_secs,
-        total / idle_secs * 3600.0
-    );
-    // MQTT keepalive: one PINGREQ and one PINGRESP segment every 30 s, and
-    // at least one bare ACK; IPv4 + TCP with timestamps is 52 B a segment.
-    let segments_per_s = 3.0 / spoke_agent::sync::KEEPALIVE.as_secs_f64();
-    println!(
-        "Estimated IP-layer bytes (payload + 52 B per segment, 3 segments per keepalive): {:.2} B/s (plaintext; TLS adds a record header and tag per message).",
-        total / idle_secs + 52.0 * segments_per_s
-    );
 }

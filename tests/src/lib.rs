@@ -7,6 +7,7 @@
 
 pub mod proxy;
 pub mod stats;
+pub mod tcpinfo;
 
 use std::future::Future;
 use std::net::TcpListener;

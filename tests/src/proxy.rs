@@ -3,9 +3,14 @@
 //!
 //! Counts are TCP payload bytes (what MQTT puts on the stream), both
 //! directions; IP and TCP headers are not included.
+//!
+//! Two ways to break the link: [`TcpProxy::cut`] closes connections (both
+//! ends see it at once), [`TcpProxy::stall`] silently stops carrying bytes
+//! and never closes anything, as a dead route or a vanished NAT mapping
+//! does: each end learns only from its own timeouts (half-open TCP).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,13 +21,17 @@ struct Shared {
     up: AtomicU64,
     /// Server → client bytes.
     down: AtomicU64,
-    cut: AtomicBool,
+    /// While set, the proxy does not listen: connects are refused.
+    cut: watch::Sender<bool>,
     /// When bytes last went through, in ns since `origin` (0: not since reset).
     first: AtomicU64,
     last: AtomicU64,
     origin: std::time::Instant,
     /// Bumped on every cut: connections open then are closed.
     epoch: watch::Sender<u64>,
+    /// While set, nothing is carried; connections open during a stall
+    /// never carry anything again (the stream lost bytes mid-way).
+    stalled: watch::Sender<bool>,
 }
 
 /// A running proxy from `127.0.0.1:port` to a target address. It stops when
@@ -41,18 +50,49 @@ impl TcpProxy {
         let shared = Arc::new(Shared {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
-            cut: AtomicBool::new(false),
+            cut: watch::channel(false).0,
             first: AtomicU64::new(0),
             last: AtomicU64::new(0),
             origin: std::time::Instant::now(),
             epoch: watch::channel(0).0,
+            stalled: watch::channel(false).0,
         });
         let target = target.to_string();
         let s = shared.clone();
         let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if s.cut.load(Ordering::SeqCst) {
-                    drop(client);
+            // While cut, the port is closed (connects are refused, as with a
+            // link that is down: no TLS handshake even starts, so a client
+            // spends no resumption ticket on it); it opens again on heal.
+            let mut listener = Some(listener);
+            let mut cut = s.cut.subscribe();
+            loop {
+                if *cut.borrow_and_update() {
+                    listener = None;
+                    if cut.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                if listener.is_none() {
+                    match TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => listener = Some(l),
+                        Err(_) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(l) = listener.as_ref() else { continue };
+                let client = tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((client, _)) => client,
+                        Err(_) => continue,
+                    },
+                    _ = cut.changed() => continue,
+                };
+                if *s.stalled.borrow() {
+                    // The SYN got an answer, but nothing more ever will.
+                    tokio::spawn(black_hole(client, s.clone()));
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&target).await else {
@@ -81,15 +121,24 @@ impl TcpProxy {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Closes every open connection and refuses new ones until [`TcpProxy::heal`].
+    /// Closes every open connection and refuses new ones (the port is
+    /// closed) until [`TcpProxy::heal`].
     pub fn cut(&self) {
-        self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.cut.send_replace(true);
         self.shared.epoch.send_modify(|e| *e += 1);
     }
 
-    /// Lets connections through again.
+    /// Stops carrying bytes without closing anything: both ends keep their
+    /// connection open and hear nothing more (a half-open link). Lasts
+    /// until [`TcpProxy::heal`]; connections open meanwhile stay dead.
+    pub fn stall(&self) {
+        self.shared.stalled.send_replace(true);
+    }
+
+    /// Lets connections through again (after a cut or a stall).
     pub fn heal(&self) {
-        self.shared.cut.store(false, Ordering::SeqCst);
+        self.shared.cut.send_replace(false);
+        self.shared.stalled.send_replace(false);
     }
 
     /// Zeroes the byte counts and the activity times.
@@ -141,14 +190,29 @@ async fn pipe(
 ) {
     let mut epoch = shared.epoch.subscribe();
     epoch.mark_unchanged();
+    let mut stalled = shared.stalled.subscribe();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if *stalled.borrow_and_update() {
+            // Swallow what arrives, send nothing, close nothing: `to` stays
+            // open (dropping it would send a FIN) until the proxy cuts.
+            loop {
+                tokio::select! {
+                    r = from.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) {
+                        let _ = epoch.changed().await;
+                        return;
+                    },
+                    _ = epoch.changed() => return,
+                }
+            }
+        }
         let n = tokio::select! {
             r = from.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
             _ = epoch.changed() => break,
+            _ = stalled.changed() => continue,
         };
         let counter = if up { &shared.up } else { &shared.down };
         counter.fetch_add(n as u64, Ordering::SeqCst);
@@ -162,4 +226,20 @@ async fn pipe(
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// Holds a connection accepted during a stall: reads and drops what comes,
+/// answers nothing, until the client gives up or the proxy cuts.
+async fn black_hole(mut client: TcpStream, shared: Arc<Shared>) {
+    let mut epoch = shared.epoch.subscribe();
+    epoch.mark_unchanged();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            r = client.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) {
+                return;
+            },
+            _ = epoch.changed() => return,
+        }
+    }
 }

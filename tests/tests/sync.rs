@@ -575,3 +575,102 @@ async fn hub_restart_keeps_nodes_ready_with_the_embedded_broker() {
 async fn hub_restart_keeps_nodes_ready_with_mosquitto() {
     hub_restart_keeps_nodes_ready_and_status_shows_the_acknowledged_revision(true).await;
 }
+
+/// The Node of `name`, with its Ready condition's status and message.
+async fn readiness(hub: &Hub, name: &str) -> Option<(Value, String, String)> {
+    let node: Value = hub
+        .client()
+        .get(&format!("/api/v1/nodes/{name}"))
+        .await
+        .ok()?;
+    let cond = node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    let status = cond["status"].as_str()?.to_string();
+    let message = cond["message"].as_str().unwrap_or_default().to_string();
+    Some((node, status, message))
+}
+
+/// A link that goes silent without closing (half-open TCP: no FIN, no
+/// RST, so no last will at once) is found two ways: by the broker's
+/// keepalive timeout (then the last will, then the grace period), and, for a
+/// board whose keepalive is long, by its lease running out while the broker
+/// still shows it online. Either way the node becomes NotReady, and Ready
+/// again when the link is back.
+#[tokio::test]
+async fn a_silently_dead_link_makes_the_node_not_ready_by_keepalive_or_by_lease() {
+    let hub = Hub::start_opts(None, &["--node-grace", "2s"]).await;
+    let target = hub.mqtt_url.split("://").nth(1).unwrap().to_string();
+    // Short keepalive, long lease: the broker's timeout finds the dead link.
+    let ka_link = TcpProxy::start(&target).await;
+    let _ka = hub.agent_via(
+        "edge-ka",
+        &ka_link.url_like(&hub.mqtt_url),
+        &["--keepalive", "5s", "--lease-duration", "1h"],
+    );
+    // Long keepalive, short lease (renewed every second): the lease finds it.
+    let lease_link = TcpProxy::start(&target).await;
+    let _lease = hub.agent_via(
+        "edge-lease",
+        &lease_link.url_like(&hub.mqtt_url),
+        &["--keepalive", "60s", "--lease-duration", "4s"],
+    );
+    hub.wait_node_ready("edge-ka").await;
+    hub.wait_node_ready("edge-lease").await;
+
+    // The hub records each renewal on the Node, as Kubernetes' node Lease does.
+    let (node, _, _) = readiness(&hub, "edge-lease").await.unwrap();
+    assert_eq!(node["status"]["lease"]["leaseDurationSeconds"], 4, "{node}");
+    let first = node["status"]["lease"]["renewTime"].clone();
+    assert!(first.is_string(), "{node}");
+    eventually(Duration::from_secs(30), "a lease renewal", || async {
+        let (node, _, _) = readiness(&hub, "edge-lease").await?;
+        let renewed = &node["status"]["lease"]["renewTime"];
+        (renewed.is_string() && *renewed != first).then_some(())
+    })
+    .await;
+    let (node, _, _) = readiness(&hub, "edge-ka").await.unwrap();
+    assert_eq!(
+        node["status"]["lease"]["leaseDurationSeconds"], 3600,
+        "{node}"
+    );
+
+    ka_link.stall();
+    lease_link.stall();
+    let stalled = std::time::Instant::now();
+    let mut found = [None, None];
+    let deadline = stalled + Duration::from_secs(60);
+    while found.iter().any(Option::is_none) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not both NotReady: {found:?}\n{}",
+            tail(&hub.proc.output(), 30)
+        );
+        for (i, name) in ["edge-ka", "edge-lease"].into_iter().enumerate() {
+            if found[i].is_none()
+                && let Some((_, status, message)) = readiness(&hub, name).await
+                && status == "Unknown"
+            {
+                found[i] = Some((stalled.elapsed(), message));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let [Some((ka_after, ka_why)), Some((lease_after, lease_why))] = found else {
+        unreachable!()
+    };
+    println!("NotReady after a stall: by keepalive {ka_after:?}, by lease {lease_after:?}");
+    assert!(ka_why.contains("disconnected"), "{ka_why}");
+    assert!(lease_why.contains("lease"), "{lease_why}");
+
+    // Back: the keepalive board notices its dead connection by itself and
+    // reconnects; the other's connection is closed for it (its own 60 s
+    // keepalive would take minutes).
+    ka_link.heal();
+    lease_link.cut();
+    lease_link.heal();
+    hub.wait_node_ready("edge-ka").await;
+    hub.wait_node_ready("edge-lease").await;
+}

@@ -41,8 +41,10 @@ pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(10);
 pub const HELLO_RETRY: Duration = Duration::from_secs(5);
 pub const HELLO_RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// MQTT keepalive: an idle node costs one ping every this often.
-pub const KEEPALIVE: Duration = Duration::from_secs(30);
+/// A lease is renewed every this fraction of its duration, so one lost
+/// renewal does not let it run out (as the kubelet renews its 40 s Lease
+/// every 10 s).
+pub const LEASE_RENEWALS: u32 = 4;
 
 /// Errors of the sync layer.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +84,11 @@ impl Connection {
     }
 }
 
-/// MQTT options of node `name`: client id, keepalive, clean session, last will.
-pub fn mqtt_options(conn: &Connection, name: &str) -> MqttOptions {
+/// MQTT options of node `name`: client id, keepalive (whole seconds, at
+/// least 1: see `--keepalive`), clean session, last will.
+pub fn mqtt_options(conn: &Connection, name: &str, keepalive: Duration) -> MqttOptions {
     let mut o = MqttOptions::new(format!("spoke-agent-{name}"), conn.host.clone(), conn.port);
-    o.set_keep_alive(KEEPALIVE);
+    o.set_keep_alive(keepalive.max(Duration::from_secs(1)));
     // A clean session: nothing bulky waits in the broker; the Hello resyncs.
     o.set_clean_session(true);
     o.set_last_will(LastWill::new(
@@ -103,6 +106,22 @@ pub fn mqtt_options(conn: &Connection, name: &str) -> MqttOptions {
     }
     crate::identity::set_tls(&mut o, conn);
     o
+}
+
+/// How long a connect may take, TCP + TLS handshake + CONNACK. rumqttc's
+/// default is 5 s: a broker busy taking back a whole fleet after a restart
+/// answers later than that, and a client that gives up and tries again
+/// leaves a session behind that its next attempt has to take over (one more
+/// last will, one more connect for the broker). Slow links need it too.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Socket settings of the agent's MQTT connection: no Nagle delay for
+/// small protocol messages (~40 ms a hop otherwise), and [`CONNECT_TIMEOUT`].
+pub fn tune(eventloop: &mut EventLoop) {
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+    eventloop.set_network_options(network);
 }
 
 /// What the event-loop task forwards.
@@ -186,6 +205,8 @@ pub struct Handler {
     pub applied: u64,
     /// The desired set at `applied`, by `namespace/name`: what deltas apply to.
     pub desired: BTreeMap<String, DesiredPod>,
+    /// How long each lease renewal holds (`--lease-duration`).
+    pub lease: Duration,
 }
 
 impl Handler {
@@ -233,7 +254,13 @@ impl Handler {
             node: self.node.clone(),
             pods: Vec::new(),
             status_digest: Some(status_digest(&pods)),
+            lease_seconds: Some(self.lease.as_secs()),
         });
+    }
+
+    /// When to renew the lease next, counted from now.
+    fn next_renewal(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.lease / LEASE_RENEWALS
     }
 
     /// Handles one message; returns whether the hub asked for every pod's
@@ -402,7 +429,15 @@ impl Handler {
         let mut flush_at: Option<tokio::time::Instant> = None;
         // While the hub has not answered a hello: when to say it again.
         let mut hello_retry: Option<(tokio::time::Instant, Duration)> = None;
+        // While connected: when to renew the lease (each hello renews it too).
+        let mut renew_at: Option<tokio::time::Instant> = None;
         loop {
+            let renew = async move {
+                match renew_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let at = flush_at;
             let flush = async move {
                 match at {
@@ -422,14 +457,20 @@ impl Handler {
                     if let Some((_, wait)) = hello_retry {
                         tracing::info!(waited = ?wait, "no answer from the hub yet: saying hello again");
                         self.send_hello().await;
+                        renew_at = Some(self.next_renewal());
                         let wait = (wait * 2).min(HELLO_RETRY_MAX);
                         hello_retry = Some((tokio::time::Instant::now() + wait, wait));
                     }
+                }
+                () = renew => {
+                    self.publish(&Up::Lease { lease_seconds: self.lease.as_secs() });
+                    renew_at = Some(self.next_renewal());
                 }
                 msg = inbound.recv() => match msg {
                     None => return,
                     Some(Inbound::Connected) => {
                         self.on_connected().await;
+                        renew_at = Some(self.next_renewal());
                         hello_retry = Some((tokio::time::Instant::now() + HELLO_RETRY, HELLO_RETRY));
                         // The Hello carried every pod's status.
                         dirty.clear();
@@ -440,6 +481,7 @@ impl Handler {
                     Some(Inbound::Disconnected) => {
                         self.outbox.set_connected(false);
                         hello_retry = None;
+                        renew_at = None;
                     }
                     Some(Inbound::Message { topic, payload }) => {
                         // Anything from the hub answers the hello.
@@ -559,7 +601,8 @@ mod tests {
         );
         let conn = Connection::parse_url("mqtt://127.0.0.1:1").unwrap();
         // Never polled: nothing is sent, and the outbox says disconnected.
-        let (client, _eventloop) = AsyncClient::new(mqtt_options(&conn, "pi-1"), 16);
+        let (client, _eventloop) =
+            AsyncClient::new(mqtt_options(&conn, "pi-1", Duration::from_secs(60)), 16);
         Handler {
             name: "pi-1".into(),
             client,
@@ -570,6 +613,7 @@ mod tests {
             node: NodeInfo::default(),
             applied: 0,
             desired: BTreeMap::new(),
+            lease: Duration::from_secs(3600),
         }
     }
 

@@ -7,6 +7,8 @@
 
 pub mod connect;
 mod desired;
+mod nodestatus;
+pub mod presence;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -188,6 +190,7 @@ pub async fn start(
         client: client.clone(),
         shared: Arc::new(Mutex::new(Shared::default())),
     };
+    let node_status = nodestatus::Writer::start(store.clone());
     let worker = Worker {
         settings,
         events: store.subscribe(),
@@ -199,6 +202,8 @@ pub async fn start(
         dirty: HashSet::new(),
         dirty_since: tokio::time::Instant::now(),
         offline_since: HashMap::new(),
+        leases: HashMap::new(),
+        node_status,
         sent: HashMap::new(),
         started: Instant::now(),
     };
@@ -266,10 +271,20 @@ struct Worker {
     dirty_since: tokio::time::Instant,
     /// Nodes whose agent went away, and when.
     offline_since: HashMap<String, Instant>,
+    /// Each node's last lease renewal since the hub started, and how long it holds.
+    leases: HashMap<String, (Instant, Duration)>,
+    /// Node status writes, queued so that the worker never waits for a flush.
+    node_status: nodestatus::Writer,
     /// The revision each connected agent will be at once it has applied
     /// what was sent to it (QoS 1 keeps order): the next delta starts there.
     sent: HashMap<String, u64>,
     started: Instant,
+}
+
+/// A lease duration from the wire, capped at a year so that no
+/// `Instant` arithmetic can overflow on a hostile value.
+fn lease(seconds: u64) -> Duration {
+    Duration::from_secs(seconds.min(365 * 24 * 3600))
 }
 
 fn pod_key(ns: &str, name: &str) -> String {
@@ -367,8 +382,7 @@ impl Worker {
         if from == Some(revision) {
             self.publish_down(node, &Down::UpToDate { revision }).await;
             self.sent.insert(node.to_string(), revision);
-            self.annotate_node(node, annotations::DESIRED_REVISION, revision)
-                .await;
+            self.annotate_node(node, annotations::DESIRED_REVISION, revision);
             return "upToDate";
         }
         let changes = from.and_then(|f| Some((f, self.tracker.changes_since(node, f)?)));
@@ -412,8 +426,7 @@ impl Worker {
         };
         self.publish_down(node, &msg).await;
         self.sent.insert(node.to_string(), revision);
-        self.annotate_node(node, annotations::DESIRED_REVISION, revision)
-            .await;
+        self.annotate_node(node, annotations::DESIRED_REVISION, revision);
         "delta"
     }
 
@@ -440,8 +453,7 @@ impl Worker {
         self.publish_down(node, &Down::Desired { revision, pods })
             .await;
         self.sent.insert(node.to_string(), revision);
-        self.annotate_node(node, annotations::DESIRED_REVISION, revision)
-            .await;
+        self.annotate_node(node, annotations::DESIRED_REVISION, revision);
     }
 
     /// What the agent needs of one pod, with the ConfigMaps and Secrets
@@ -555,11 +567,18 @@ impl Worker {
                 node: info,
                 pods,
                 status_digest,
+                lease_seconds,
             } => {
                 tracing::info!(node, applied_revision, pods = pods.len(), "agent connected");
                 self.offline_since.remove(node);
                 self.handle.shared().online.insert(node.to_string());
-                if let Err(e) = self.register_node(node, &info).await {
+                match lease_seconds {
+                    Some(s) => self
+                        .leases
+                        .insert(node.to_string(), (Instant::now(), lease(s))),
+                    None => self.leases.remove(node),
+                };
+                if let Err(e) = self.register_node(node, &info, lease_seconds).await {
                     tracing::error!(node, error = %e, "cannot record node");
                     return;
                 }
@@ -579,9 +598,13 @@ impl Worker {
                 tracing::info!(node, applied_revision, "agent asks to resync");
                 self.resume(node, applied_revision).await;
             }
+            Up::Lease { lease_seconds } => {
+                self.leases
+                    .insert(node.to_string(), (Instant::now(), lease(lease_seconds)));
+                self.renew_lease(node, lease_seconds);
+            }
             Up::Ack { applied_revision } => {
-                self.annotate_node(node, annotations::APPLIED_REVISION, applied_revision)
-                    .await;
+                self.annotate_node(node, annotations::APPLIED_REVISION, applied_revision);
             }
             Up::Status { pods } => self.apply_reports(node, pods).await,
             Up::ModuleRequest { id, image, offset } => {
@@ -606,8 +629,7 @@ impl Worker {
             // Not a revision of this hub's store: start above it, afresh.
             self.tracker.raise_above(node, applied);
         }
-        self.annotate_node(node, annotations::APPLIED_REVISION, applied)
-            .await;
+        self.annotate_node(node, annotations::APPLIED_REVISION, applied);
         let answer = self.send_changes(node, Some(applied)).await;
         tracing::info!(
             node,
@@ -646,14 +668,49 @@ impl Worker {
         Some(protocol::status_digest(&reports))
     }
 
+    /// Records a lease renewal on the Node (`status.lease` and the Ready
+    /// condition's `lastHeartbeatTime`, one write), and makes the node Ready
+    /// again if an expired lease had made it NotReady.
+    fn renew_lease(&self, node: &str, lease_seconds: u64) {
+        let now = crate::api::now();
+        let online = self.handle.is_online(node);
+        self.node_status.queue(node, move |next| {
+            if !next["status"].is_object() {
+                next["status"] = json!({});
+            }
+            next["status"]["lease"] =
+                json!({"renewTime": now, "leaseDurationSeconds": lease_seconds});
+            let Some(conds) = next["status"]["conditions"].as_array_mut() else {
+                return;
+            };
+            let Some(ready) = conds.iter_mut().find(|c| c["type"] == "Ready") else {
+                return;
+            };
+            ready["lastHeartbeatTime"] = json!(now);
+            if ready["status"] != "True" && online {
+                *ready = json!({
+                    "type": "Ready", "status": "True", "reason": "AgentReady",
+                    "message": "spoke-agent renewed its lease", "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                });
+            }
+        });
+    }
+
     /// Creates or refreshes the Node object from the agent's description.
-    async fn register_node(&self, node: &str, info: &NodeInfo) -> Result<(), crate::api::Error> {
+    /// A hello renews the node's lease when the agent keeps one.
+    async fn register_node(
+        &self,
+        node: &str,
+        info: &NodeInfo,
+        lease_seconds: Option<u64>,
+    ) -> Result<(), crate::api::Error> {
         let now = crate::api::now();
         let ready = json!({
             "type": "Ready", "status": "True", "reason": "AgentReady",
             "message": "spoke-agent is connected", "lastHeartbeatTime": now, "lastTransitionTime": now,
         });
-        let status = json!({
+        let mut status = json!({
             "capacity": info.capacity,
             "allocatable": info.capacity,
             "conditions": [ready],
@@ -668,6 +725,9 @@ impl Worker {
                 "kubeProxyVersion": "", "osImage": "",
             },
         });
+        if let Some(seconds) = lease_seconds {
+            status["lease"] = json!({"renewTime": now, "leaseDurationSeconds": seconds});
+        }
         let labels = json!({
             "kubernetes.io/hostname": node,
             "kubernetes.io/arch": info.architecture,
@@ -682,69 +742,51 @@ impl Worker {
                 Err(e) => return Err(e),
             }
         }
-        self.store
-            .modify(&key, |cur| {
-                let mut next = cur.clone();
-                // Keep the transition time when the node was already ready.
-                let mut status = status.clone();
-                if let Some(prev) = cur.pointer("/status/conditions/0")
-                    && prev["status"] == "True"
-                {
-                    status["conditions"][0]["lastTransitionTime"] =
-                        prev["lastTransitionTime"].clone();
-                }
-                if let Some(sync) = cur.pointer("/status/sync") {
-                    status["sync"] = sync.clone();
-                }
-                next["status"] = status;
-                for (k, v) in labels.as_object().expect("labels are a map") {
-                    next["metadata"]["labels"][k] = v.clone();
-                }
-                Some(next)
-            })
-            .await?;
+        self.node_status.queue(node, move |next| {
+            // Keep the transition time when the node was already ready.
+            let mut status = status.clone();
+            if let Some(prev) = next.pointer("/status/conditions/0")
+                && prev["status"] == "True"
+            {
+                status["conditions"][0]["lastTransitionTime"] = prev["lastTransitionTime"].clone();
+            }
+            if let Some(sync) = next.pointer("/status/sync") {
+                status["sync"] = sync.clone();
+            }
+            next["status"] = status;
+            if !next["metadata"]["labels"].is_object() {
+                next["metadata"]["labels"] = json!({});
+            }
+            for (k, v) in labels.as_object().expect("labels are a map") {
+                next["metadata"]["labels"][k] = v.clone();
+            }
+        });
         Ok(())
     }
 
     /// Records a desired or applied revision on the Node: in
     /// `status.sync` and in an annotation, in one write.
-    async fn annotate_node(&self, node: &str, annotation: &str, revision: u64) {
+    fn annotate_node(&self, node: &str, annotation: &str, revision: u64) {
         let value = json!(revision.to_string());
         let field = if annotation == annotations::DESIRED_REVISION {
             "desiredRevision"
         } else {
             "appliedRevision"
         };
-        let result = self
-            .store
-            .modify(&node_key(node), |cur| {
-                if cur
-                    .pointer("/metadata/annotations")
-                    .and_then(|a| a.get(annotation))
-                    == Some(&value)
-                    && cur.pointer(&format!("/status/sync/{field}")) == Some(&json!(revision))
-                {
-                    return None;
-                }
-                let mut next = cur.clone();
-                if !next["metadata"]["annotations"].is_object() {
-                    next["metadata"]["annotations"] = json!({});
-                }
-                next["metadata"]["annotations"][annotation] = value.clone();
-                if !next["status"].is_object() {
-                    next["status"] = json!({});
-                }
-                if !next["status"]["sync"].is_object() {
-                    next["status"]["sync"] = json!({"desiredRevision": 0, "appliedRevision": 0});
-                }
-                next["status"]["sync"][field] = json!(revision);
-                Some(next)
-            })
-            .await;
-        match result {
-            Ok(_) | Err(store::Error::NotFound) => {}
-            Err(e) => tracing::error!(node, error = %e, "cannot annotate node"),
-        }
+        let annotation = annotation.to_string();
+        self.node_status.queue(node, move |next| {
+            if !next["metadata"]["annotations"].is_object() {
+                next["metadata"]["annotations"] = json!({});
+            }
+            next["metadata"]["annotations"][&annotation] = value.clone();
+            if !next["status"].is_object() {
+                next["status"] = json!({});
+            }
+            if !next["status"]["sync"].is_object() {
+                next["status"]["sync"] = json!({"desiredRevision": 0, "appliedRevision": 0});
+            }
+            next["status"]["sync"][field] = json!(revision);
+        });
     }
 
     /// Writes the agent's pod reports into pod status. Reports about pods
@@ -849,39 +891,44 @@ impl Worker {
         }
     }
 
-    /// Marks nodes whose agent has been away longer than the grace period
-    /// as not ready. Nodes the hub has not heard of since it started get the
-    /// same grace, so a hub restart does not flap every node.
+    /// Marks nodes that no longer count as alive ([`presence::alive`]:
+    /// away longer than the grace period, or online but with a lease that
+    /// ran out) as not ready. Nodes the hub has not heard of since it
+    /// started get the same grace, so a hub restart does not flap every node.
     async fn node_lifecycle(&mut self) {
         let Ok((nodes, _)) = self.store.list(&store::prefix("nodes", None)).await else {
             return;
         };
         let grace = self.settings.node_grace;
+        let now = Instant::now();
         for node in nodes {
             let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
                 continue;
             };
-            if self.handle.is_online(name) {
+            let seen = presence::Seen {
+                online: self.handle.is_online(name),
+                offline_since: self.offline_since.get(name).copied(),
+                renewed: self.leases.get(name).copied(),
+                stored_lease: node
+                    .pointer("/status/lease/leaseDurationSeconds")
+                    .and_then(Value::as_u64)
+                    .map(lease),
+            };
+            if presence::alive(&seen, now, self.started, grace) {
                 continue;
             }
-            let since = self
-                .offline_since
-                .get(name)
-                .copied()
-                .unwrap_or(self.started);
-            if since.elapsed() < grace {
-                continue;
-            }
+            let why = if seen.online {
+                "spoke-agent stopped renewing its lease"
+            } else {
+                "spoke-agent stopped reporting: disconnected from the hub"
+            };
             let ready = node
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
                 .map(|c| c["status"].clone());
             if ready == Some(json!("True")) {
-                tracing::warn!(
-                    node = name,
-                    "agent gone longer than the grace period: node NotReady"
-                );
+                tracing::warn!(node = name, why, "node NotReady");
                 let now = crate::api::now();
                 let marked = self
                     .store
@@ -891,7 +938,7 @@ impl Worker {
                         let ready = conds.iter_mut().find(|c| c["type"] == "Ready")?;
                         *ready = json!({
                             "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                            "message": "spoke-agent stopped reporting: disconnected from the hub",
+                            "message": why,
                             "lastHeartbeatTime": ready["lastHeartbeatTime"].clone(),
                             "lastTransitionTime": now,
                         });

@@ -765,6 +765,23 @@ pub struct NodeStatus {
     /// Where the node's desired state stands (Spoke's addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<NodeSyncStatus>,
+    /// The lease the node's agent renews over MQTT (Spoke's addition; the
+    /// fields of Kubernetes' node Lease spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<NodeLease>,
+}
+
+/// The last lease renewal of a node's agent. The hub marks the node
+/// NotReady when `renewTime + leaseDurationSeconds` (plus its grace) has
+/// passed, even if the broker still shows the agent connected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLease {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_time: Option<String>,
+    #[serde(default)]
+    pub lease_duration_seconds: u64,
 }
 
 /// The desired-state revisions of a node: what the hub has for it, and what

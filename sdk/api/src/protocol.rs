@@ -187,7 +187,19 @@ pub enum Up {
         pods: Vec<PodReport>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status_digest: Option<String>,
+        /// A hello also renews the node's lease (see [`Up::Lease`]) for
+        /// this many seconds; absent: the agent keeps no lease.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_seconds: Option<u64>,
     },
+    /// Renews the node's lease for `lease_seconds` from now. The agent
+    /// sends it every quarter of that while connected; the hub marks the
+    /// node NotReady when a lease runs out (plus its grace), whatever the
+    /// broker says about presence. It proves that the whole path (agent's
+    /// handler task → broker → hub) works, which keepalives and the last
+    /// will cannot: they are answered by the event-loop task and the broker.
+    #[serde(rename_all = "camelCase")]
+    Lease { lease_seconds: u64 },
     /// The agent has stored and started to apply `revision`.
     #[serde(rename_all = "camelCase")]
     Ack { applied_revision: u64 },
@@ -421,6 +433,14 @@ mod tests {
             applied_revision: 4,
         };
         assert_eq!(Up::decode(&resync.encode()).unwrap(), resync);
+        let lease = Up::Lease {
+            lease_seconds: 3600,
+        };
+        assert_eq!(Up::decode(&lease.encode()).unwrap(), lease);
+        assert_eq!(
+            String::from_utf8(lease.encode()).unwrap(),
+            r#"{"type":"lease","leaseSeconds":3600}"#
+        );
     }
 
     #[test]
