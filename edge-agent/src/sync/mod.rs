@@ -227,8 +227,11 @@ impl Handler {
     async fn on_connected(&mut self) {
         self.outbox.set_connected(true);
         let name = self.name.clone();
+        // Awaited, not tried: with a full request queue a dropped SUBSCRIBE
+        // would leave the board connected but deaf until its next reconnect.
+        // The event loop runs in its own task (`drive`), so this wait ends.
         for t in [topic::down(&name), topic::module(&name)] {
-            if let Err(e) = self.client.try_subscribe(t, QoS::AtLeastOnce) {
+            if let Err(e) = self.client.subscribe(t, QoS::AtLeastOnce).await {
                 tracing::warn!(error = %e, "cannot subscribe");
             }
         }
@@ -830,7 +833,7 @@ mod tests {
                             }.encode(),
                             Msg::UpToDate(r) => Down::UpToDate { revision: *r }.encode(),
                             Msg::Logs(i) => Down::Logs { id: 1, namespace: "default".into(),
-                                                        name: ["a", "b", "c", "zz"][*i].into(), tail_lines: Some(u64::MAX) }.encode(),
+                                                        name: ["a", "b", "c", "zz"][*i].into(), tail_lines: Some(u64::MAX), since_seconds: None, since_time: None, previous: false, container: None }.encode(),
                             Msg::Bytes(b) => b.clone(),
                         };
                         let topic = match to {
