@@ -15,6 +15,7 @@ pub mod data;
 pub mod event;
 pub mod meta;
 pub mod module;
+pub mod net;
 pub mod policy;
 pub mod protocol;
 pub mod quantity;
