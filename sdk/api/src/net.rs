@@ -24,7 +24,8 @@ impl EgressRule {
     /// (and its prefix) in brackets: `[fd00::/8]:443`. The error says what
     /// is wrong, for a field error.
     pub fn parse(text: &str) -> Result<EgressRule, String> {
-        let form = "must be IP[/PREFIX]:PORT or IP[/PREFIX]:* (IPv6 in brackets, e.g. [fd00::/8]:443)";
+        let form =
+            "must be IP[/PREFIX]:PORT or IP[/PREFIX]:* (IPv6 in brackets, e.g. [fd00::/8]:443)";
         let text = text.trim();
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let Some((host, port)) = rest.split_once("]:") else {

@@ -902,7 +902,11 @@ mod tests {
                 "spec.egress[3]",
             ]
         );
-        assert!(errs[1].message.contains("is not an IP address"), "{}", errs[1]);
+        assert!(
+            errs[1].message.contains("is not an IP address"),
+            "{}",
+            errs[1]
+        );
     }
 
     #[test]

@@ -136,9 +136,7 @@ pub fn parse_head(head: &[u8]) -> Result<(String, String, Vec<(String, String)>)
     let (Some(method), Some(path), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(ReadError::Malformed(format!(
-            "bad request line {line:?}"
-        )));
+        return Err(ReadError::Malformed(format!("bad request line {line:?}")));
     };
     if !version.starts_with("HTTP/1.") || method.is_empty() || !path.starts_with('/') {
         return Err(ReadError::Malformed(format!("bad request line {line:?}")));
@@ -247,8 +245,7 @@ pub fn serve_on(
 /// `spec.egress` allows.
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<(u16, Vec<u8>)> {
     let mut conn = TcpStream::connect(addr)?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
     conn.write_all(request.as_bytes())?;
     conn.flush()?;
     let mut answer = Vec::new();
@@ -310,8 +307,7 @@ mod tests {
 
     #[test]
     fn serves_and_gets_over_a_real_socket() {
-        let listener =
-            TcpListener::bind_addr("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = TcpListener::bind_addr("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             for _ in 0..2 {

@@ -209,13 +209,13 @@ mod imp {
         }
     }
 
-    fn new_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    fn new_socket(op: &str, addr: SocketAddr) -> io::Result<TcpSocket> {
         let family = if addr.is_ipv4() {
             IpAddressFamily::Ipv4
         } else {
             IpAddressFamily::Ipv6
         };
-        create_tcp_socket(family).map_err(|e| error("socket", None, e))
+        create_tcp_socket(family).map_err(|e| error(op, Some(addr), e))
     }
 
     /// Calls `finish` until it stops saying `would-block`, waiting on the
@@ -235,7 +235,7 @@ mod imp {
 
     impl Listener {
         pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
-            let socket = new_socket(addr)?;
+            let socket = new_socket("bind", addr)?;
             let network = instance_network();
             socket
                 .start_bind(&network, to_wasi(addr))
@@ -288,15 +288,12 @@ mod imp {
     }
 
     fn stdin_closed(stdin: &InputStream) -> bool {
-        matches!(
-            stdin.read(0),
-            Err(wasip2::io::streams::StreamError::Closed)
-        )
+        matches!(stdin.read(0), Err(wasip2::io::streams::StreamError::Closed))
     }
 
     impl Stream {
         pub fn connect(addr: SocketAddr) -> io::Result<Stream> {
-            let socket = new_socket(addr)?;
+            let socket = new_socket("connect", addr)?;
             let network = instance_network();
             socket
                 .start_connect(&network, to_wasi(addr))
