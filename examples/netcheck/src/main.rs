@@ -21,7 +21,9 @@ fn step(arg: &str) -> Result<(), String> {
         TcpListener::bind(port).map(drop).map_err(|e| e.to_string())
     } else if let Some(addr) = arg.strip_prefix("connect:") {
         let addr: SocketAddr = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
-        TcpStream::connect(addr).map(drop).map_err(|e| e.to_string())
+        TcpStream::connect(addr)
+            .map(drop)
+            .map_err(|e| e.to_string())
     } else if let Some(port) = arg.strip_prefix("serve:") {
         let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
         let listener = TcpListener::bind(port).map_err(|e| e.to_string())?;

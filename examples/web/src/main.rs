@@ -10,11 +10,35 @@
 //!   the board's address, so it fails when the server stops answering.
 //!
 //! `PORT` (default 8080) must be one of the container's `ports`: the agent
-//! refuses to let a pod listen anywhere else. When the agent asks the pod
-//! to stop (its stdin closes) the server returns and the program exits 0.
+//! refuses to let a pod listen anywhere else. While the port is in use
+//! (the pod this one replaces on the board may still be stopping) it
+//! retries for up to 30 s. When the agent asks the pod to stop (its stdin
+//! closes) the server returns and the program exits 0.
+
+use std::io::ErrorKind;
+use std::time::Duration;
 
 use spoke_guest::http::{self, Request, Response};
-use spoke_guest::net;
+use spoke_guest::net::{self, TcpListener};
+
+/// Listens on `port`, waiting while another process still holds it.
+fn listen(port: u16) -> std::io::Result<TcpListener> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match TcpListener::bind(port) {
+            Err(e) if e.kind() == ErrorKind::AddrInUse && waited < Duration::from_secs(30) => {
+                if waited.is_zero() {
+                    spoke_guest::warn!("port in use, waiting"; port = port);
+                }
+                if spoke_guest::shutdown::sleep(Duration::from_millis(250)) {
+                    return Err(e);
+                }
+                waited += Duration::from_millis(250);
+            }
+            other => return other,
+        }
+    }
+}
 
 fn port() -> u16 {
     std::env::var("PORT")
@@ -28,11 +52,15 @@ fn main() {
     let version = std::env::var("WEB_VERSION").unwrap_or_else(|_| "v1".into());
     let body = format!("web {version}\n");
     spoke_guest::info!("serving"; port = port, address = net::listen_address().to_string(), version = version);
-    let served = http::serve(port, |req: &Request| match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/") => Response::text(200, body.clone()),
-        ("GET", "/healthz" | "/ready") => Response::text(200, "ok\n"),
-        ("GET", _) => Response::text(404, "not found\n"),
-        _ => Response::text(405, "only GET\n"),
+    let served = listen(port).and_then(|listener| {
+        http::serve_on(&listener, |req: &Request| {
+            match (req.method.as_str(), req.path.as_str()) {
+                ("GET", "/") => Response::text(200, body.clone()),
+                ("GET", "/healthz" | "/ready") => Response::text(200, "ok\n"),
+                ("GET", _) => Response::text(404, "not found\n"),
+                _ => Response::text(405, "only GET\n"),
+            }
+        })
     });
     match served {
         Ok(()) => spoke_guest::info!("asked to stop"),
