@@ -26,7 +26,7 @@ components=(web netcheck)
 exclude=()
 for c in "${components[@]}"; do exclude+=(--exclude "$c"); done
 # rustup ships wasm-component-ld (and a wasm-ld) with every toolchain.
-host_bin="$(rustc +stable --print sysroot)/lib/rustlib/$(rustc +stable -vV | sed -n 's/^host: //p')/bin"
+host_bin="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin"
 component_link=(-Clinker="$host_bin/wasm-component-ld" -Clink-arg=--wasm-ld-path="$host_bin/gcc-ld/wasm-ld")
 if [ ! -x "$host_bin/wasm-component-ld" ]; then
   echo "examples/build.sh: $host_bin/wasm-component-ld is missing (it comes with rustup's Rust >= 1.82)" >&2

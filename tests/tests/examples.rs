@@ -319,13 +319,11 @@ async fn config_demo_sees_configmap_updates_without_a_restart_and_stops_on_reque
 /// `GET /` at `addr` over plain HTTP/1.1: the body of a 200, else `None`.
 async fn http_body(addr: std::net::SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
     conn.write_all(format!("GET / HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
         .await
         .ok()?;
@@ -339,9 +337,10 @@ async fn http_body(addr: std::net::SocketAddr) -> Option<String> {
 }
 
 fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// Two boards, each with its own address (127.0.0.2 and 127.0.0.3 stand
@@ -390,7 +389,11 @@ async fn web_deployment_serves_from_two_boards_and_rolls_to_v2() {
         }
         // Both replicas are ready (their readiness probe GETs /ready on the
         // board's address), one on each board, all of this version.
-        let image = if want.contains("v1") { "web:v1" } else { "web:v2" };
+        let image = if want.contains("v1") {
+            "web:v1"
+        } else {
+            "web:v2"
+        };
         eventually(
             Duration::from_secs(60),
             &format!("two ready {image} pods on two boards"),

@@ -126,8 +126,9 @@ pub enum ReadError {
     Io(io::Error),
 }
 
-/// Parses a request head (up to and without the blank line).
-pub fn parse_head(head: &[u8]) -> Result<(String, String, Vec<(String, String)>), ReadError> {
+/// Parses a request head (up to and without the blank line) into a
+/// request without a body.
+pub fn parse_head(head: &[u8]) -> Result<Request, ReadError> {
     let text = std::str::from_utf8(head)
         .map_err(|_| ReadError::Malformed("request head is not UTF-8".into()))?;
     let mut lines = text.split("\r\n");
@@ -151,7 +152,12 @@ pub fn parse_head(head: &[u8]) -> Result<(String, String, Vec<(String, String)>)
         }
         headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
     }
-    Ok((method.to_string(), path.to_string(), headers))
+    Ok(Request {
+        method: method.to_string(),
+        path: path.to_string(),
+        headers,
+        body: Vec::new(),
+    })
 }
 
 /// Reads one request from `conn`.
@@ -171,8 +177,9 @@ pub fn read_request(conn: &mut impl Read) -> Result<Request, ReadError> {
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let (method, path, headers) = parse_head(&buf[..head_end])?;
+    let mut request = parse_head(&buf[..head_end])?;
     let mut body = buf.split_off(head_end + 4);
+    let headers = &request.headers;
     let length = match headers.iter().find(|(n, _)| n == "content-length") {
         Some((_, v)) => v
             .parse::<usize>()
@@ -198,12 +205,8 @@ pub fn read_request(conn: &mut impl Read) -> Result<Request, ReadError> {
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    Ok(Request {
-        method,
-        path,
-        headers,
-        body,
-    })
+    request.body = body;
+    Ok(request)
 }
 
 /// Answers one connection: reads a request, calls `handler`, writes the
