@@ -387,8 +387,9 @@ async fn web_deployment_serves_from_two_boards_and_rolls_to_v2() {
             )
             .await;
         }
-        // Both replicas are ready (their readiness probe GETs /ready on the
-        // board's address), one on each board, all of this version.
+        // Both replicas are ready (their startup probe dials the port and
+        // their readiness probe GETs /ready, at the board's address), one
+        // on each board, all of this version.
         let image = if want.contains("v1") {
             "web:v1"
         } else {
