@@ -89,6 +89,13 @@ pub struct Config {
     #[arg(long = "allow-host-path", value_name = "PREFIX")]
     pub allow_host_path: Vec<PathBuf>,
 
+    /// The address of this board at which pods may listen on their
+    /// `containerPort`s (e.g. 192.168.1.20); given to them as
+    /// SPOKE_LISTEN_ADDRESS and used by tcpSocket/httpGet probes. Default:
+    /// any address of the board (pods bind 0.0.0.0), probes use 127.0.0.1.
+    #[arg(long, value_name = "IP")]
+    pub pod_address: Option<std::net::IpAddr>,
+
     /// Longest restart/pull back-off (e.g. 5m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub restart_backoff_max: Duration,

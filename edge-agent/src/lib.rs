@@ -57,6 +57,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             backoff: config.backoff(),
             logs_dir: data.join("logs"),
             volumes: pods::volumes::Volumes::new(&data.join("volumes"), &config.allow_host_path),
+            pod_address: config.pod_address,
         },
     );
 

@@ -91,6 +91,8 @@ fn spec(log: &Arc<PodLog>, cpu: Option<u64>) -> RunSpec {
         stdout: log.stream("stdout"),
         stderr: log.stream("stderr"),
         stop: Default::default(),
+        network: Default::default(),
+        who: "bench/p/main".into(),
     }
 }
 

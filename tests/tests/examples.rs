@@ -315,3 +315,106 @@ async fn config_demo_sees_configmap_updates_without_a_restart_and_stops_on_reque
     })
     .await;
 }
+
+/// `GET /` at `addr` over plain HTTP/1.1: the body of a 200, else `None`.
+async fn http_body(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+    conn.write_all(format!("GET / HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), conn.read_to_string(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200 ").then(|| body.to_string())
+}
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// Two boards, each with its own address (127.0.0.2 and 127.0.0.3 stand
+/// for two boards' LAN addresses: both agents run on this machine, and
+/// each replica listens on the same port of its own board).
+#[tokio::test]
+async fn web_deployment_serves_from_two_boards_and_rolls_to_v2() {
+    let port = spoke_e2e::free_port().to_string();
+    let hub = Hub::start().await;
+    let boards = [("edge-1", "127.0.0.2"), ("edge-2", "127.0.0.3")];
+    let _agents: Vec<_> = boards
+        .iter()
+        .map(|(node, ip)| {
+            hub.agent(
+                node,
+                &["--pod-address", ip, "--restart-backoff-initial", "1s"],
+            )
+        })
+        .collect();
+    for (node, _) in boards {
+        hub.wait_node_ready(node).await;
+    }
+    // One build, pushed as two versions; the manifest's WEB_VERSION is what
+    // the server answers with.
+    hub.push(&example_wasm("web"), "web:v1");
+    hub.push(&example_wasm("web"), "web:v2");
+    let on_port = [
+        ("containerPort: 8080", format!("containerPort: {port}")),
+        ("value: \"8080\"", format!("value: \"{port}\"")),
+    ];
+    let v1: Vec<(&str, &str)> = on_port.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    apply(&hub, &manifest("web/deployment.yaml", &v1));
+    let addrs: Vec<std::net::SocketAddr> = boards
+        .iter()
+        .map(|(_, ip)| format!("{ip}:{port}").parse().unwrap())
+        .collect();
+
+    for want in ["web v1\n", "web v2\n"] {
+        for addr in &addrs {
+            eventually(
+                Duration::from_secs(120),
+                &format!("{want:?} from {addr}"),
+                || async { (http_body(*addr).await.as_deref() == Some(want)).then_some(()) },
+            )
+            .await;
+        }
+        // Both replicas are ready (their startup probe dials the port and
+        // their readiness probe GETs /ready, at the board's address), one
+        // on each board, all of this version.
+        let image = if want.contains("v1") {
+            "web:v1"
+        } else {
+            "web:v2"
+        };
+        eventually(
+            Duration::from_secs(60),
+            &format!("two ready {image} pods on two boards"),
+            || async {
+                let pods = pods_labelled(&hub, "app=web").await;
+                let mut nodes: Vec<&str> = pods
+                    .iter()
+                    .filter(|p| p["spec"]["containers"][0]["image"] == image && ready(p))
+                    .filter_map(|p| p["spec"]["nodeName"].as_str())
+                    .collect();
+                nodes.sort();
+                (pods.len() == 2 && nodes == ["edge-1", "edge-2"]).then_some(())
+            },
+        )
+        .await;
+        if want.contains("v1") {
+            let mut v2 = v1.clone();
+            v2.push(("image: web:v1", "image: web:v2"));
+            v2.push(("value: \"v1\"", "value: \"v2\""));
+            apply(&hub, &manifest("web/deployment.yaml", &v2));
+        }
+    }
+}

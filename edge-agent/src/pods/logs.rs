@@ -297,6 +297,13 @@ impl LogStream {
         }
     }
 
+    /// Writes `text` as a line of its own on this stream, from the agent
+    /// (e.g. a refused socket address), without joining the guest's
+    /// partial line.
+    pub fn note(&self, text: &str) {
+        self.log.line(self.stream, text.as_bytes());
+    }
+
     /// Writes out a last line that had no newline (the instance ended).
     pub fn finish(&self) {
         let mut partial = lock(&self.partial);

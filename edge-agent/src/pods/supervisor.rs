@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,13 @@ pub struct Settings {
     pub logs_dir: PathBuf,
     /// Where `emptyDir`s live and which `hostPath`s are allowed.
     pub volumes: Volumes,
+    /// The board address pods listen on (`--pod-address`); `None`: any.
+    pub pod_address: Option<IpAddr>,
 }
+
+/// The variable that tells a container with ports where it may listen
+/// (the guest SDK's `net::LISTEN_ADDRESS_ENV`).
+pub const LISTEN_ADDRESS_ENV: &str = "SPOKE_LISTEN_ADDRESS";
 
 /// A status change for the sync layer to report.
 #[derive(Debug, Clone, PartialEq)]
@@ -750,7 +757,7 @@ impl PodCtx {
     fn run_spec(
         &self,
         spec: &SpecContainer,
-        env: Vec<(String, String)>,
+        mut env: Vec<(String, String)>,
         mounts: Vec<runtime::Mount>,
         stop: StopSignal,
     ) -> RunSpec {
@@ -760,7 +767,20 @@ impl PodCtx {
             spec.command.clone()
         };
         argv.extend(spec.args.iter().cloned());
+        let network = self.net_policy(spec);
+        // A container that serves is told where it may listen, unless its
+        // spec already says (the guest SDK's `net::listen_address`).
+        if !network.listen_ports.is_empty() && !env.iter().any(|(k, _)| k == LISTEN_ADDRESS_ENV) {
+            let ip = self
+                .shared
+                .settings
+                .pod_address
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            env.push((LISTEN_ADDRESS_ENV.to_string(), ip.to_string()));
+        }
         RunSpec {
+            network,
+            who: format!("{}/{}", self.desired.key(), spec.name),
             argv,
             env,
             memory_limit: spec
@@ -777,6 +797,47 @@ impl PodCtx {
             stdout: self.log.stream("stdout"),
             stderr: self.log.stream("stderr"),
             stop,
+        }
+    }
+
+    /// The socket rules of container `spec`: its TCP ports, the board's
+    /// pod address, and the pod's `spec.egress` (validated by the hub; an
+    /// entry that does not parse allows nothing and is logged).
+    fn net_policy(&self, spec: &SpecContainer) -> runtime::NetPolicy {
+        let listen_ports = spec
+            .ports
+            .iter()
+            .filter(|p| spoke_api::net::is_tcp(p.protocol.as_deref()))
+            .filter_map(|p| u16::try_from(p.container_port).ok())
+            .filter(|p| *p != 0)
+            .collect();
+        let egress = self
+            .desired
+            .spec
+            .egress
+            .iter()
+            .filter_map(|text| match spoke_api::net::EgressRule::parse(text) {
+                Ok(rule) => Some(rule),
+                Err(message) => {
+                    tracing::warn!(pod = %self.desired.key(), %message, "ignoring an egress rule");
+                    None
+                }
+            })
+            .collect();
+        runtime::NetPolicy {
+            listen_ports,
+            listen_ip: self.shared.settings.pod_address,
+            egress,
+        }
+    }
+
+    /// Where the agent's `tcpSocket`/`httpGet` probes connect: the pod
+    /// address when the agent has one, else loopback.
+    fn probe_ip(&self) -> IpAddr {
+        match self.shared.settings.pod_address {
+            Some(ip) if !ip.is_unspecified() => ip,
+            Some(IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 
@@ -943,16 +1004,16 @@ impl PodCtx {
             return self.shared.runtime.probe(loaded, run_spec, name).await;
         }
         if let Some(tcp) = &probe.tcp_socket {
-            let port = spec.resolve_port(&tcp.port)?;
-            return tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+            let addr = SocketAddr::new(self.probe_ip(), spec.resolve_port(&tcp.port)?);
+            return tokio::net::TcpStream::connect(addr)
                 .await
                 .map(drop)
-                .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"));
+                .map_err(|e| format!("dial tcp {addr}: {e}"));
         }
         if let Some(http) = &probe.http_get {
-            let port = spec.resolve_port(&http.port)?;
+            let addr = SocketAddr::new(self.probe_ip(), spec.resolve_port(&http.port)?);
             let path = http.path.as_deref().unwrap_or("/");
-            return http_get(port, path, &http.http_headers).await;
+            return http_get(addr, path, &http.http_headers).await;
         }
         Err("the probe has no handler".into())
     }
@@ -963,15 +1024,15 @@ async fn stopped(terminating: &mut watch::Receiver<bool>) {
     let _ = terminating.wait_for(|t| *t).await;
 }
 
-/// An HTTP/1.1 `GET` to the pod's port on loopback; 200–399 passes, as in
+/// An HTTP/1.1 `GET` to the pod's port; 200–399 passes, as in
 /// Kubernetes. Only the status line is read.
-async fn http_get(port: u16, path: &str, headers: &[HttpHeader]) -> Result<(), String> {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let mut stream = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+async fn http_get(addr: SocketAddr, path: &str, headers: &[HttpHeader]) -> Result<(), String> {
+    let url = format!("http://{addr}{path}");
+    let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("Get \"{url}\": dial tcp: {e}"))?;
     let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: spoke-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: spoke-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
     );
     for h in headers {
         // Validation refuses line breaks in headers; drop any that slipped by.

@@ -17,6 +17,8 @@
 //!   supervisor drops the instance after the grace period.
 //! - An `exec` probe calls an export in a second instance of the same
 //!   program, in a store of its own ([`Runtime::probe`]).
+//! - Components get WASI sockets under the container's [`NetPolicy`]:
+//!   listen on declared ports, connect where `spec.egress` allows.
 
 use std::fs;
 use std::future::Future;
@@ -35,7 +37,9 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 use crate::pods::logs::LogStream;
 
 pub mod cpu;
+pub mod net;
 mod stop;
+pub use net::NetPolicy;
 pub use stop::StopSignal;
 #[cfg(test)]
 mod tests;
@@ -95,6 +99,10 @@ pub struct RunSpec {
     pub stderr: LogStream,
     /// Raised to ask the guest to stop: its stdin reaches end of file.
     pub stop: StopSignal,
+    /// Sockets (components only): what the guest may listen on and reach.
+    pub network: NetPolicy,
+    /// `namespace/name/container`, for the agent's log.
+    pub who: String,
 }
 
 /// How much of a probe's output is kept for its failure message.
@@ -341,6 +349,8 @@ impl Runtime {
     fn builder(spec: &RunSpec) -> Result<WasiCtxBuilder, String> {
         let mut builder = WasiCtxBuilder::new();
         builder.args(spec.argv.as_slice()).envs(spec.env.as_slice());
+        spec.network
+            .apply(&mut builder, spec.stderr.clone(), &spec.who);
         for m in &spec.mounts {
             let perms = if m.read_only {
                 FsPerms::ReadOnly

@@ -42,6 +42,8 @@ impl Fixture {
             stdout: self.log.stream("stdout"),
             stderr: self.log.stream("stderr"),
             stop: Default::default(),
+            network: Default::default(),
+            who: "default/p/main".into(),
         }
     }
 }
@@ -377,5 +379,217 @@ async fn each_kind_of_trap_ends_the_instance_with_a_message_naming_it() {
     assert_eq!(
         f.runtime.run(&loaded, f.spec(None)).await,
         Outcome::Exited(3)
+    );
+}
+
+/// A real example component from `examples/out` (built by
+/// `examples/build.sh`), or `None` with a note when it is missing.
+fn example_component(f: &Fixture, name: &str) -> Option<Loaded> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/out/{name}.wasm"));
+    if !path.exists() {
+        eprintln!(
+            "note: {} is missing (run examples/build.sh); skipping",
+            path.display()
+        );
+        return None;
+    }
+    assert!(
+        is_component(&fs::read(&path).unwrap()),
+        "{name}.wasm is not a component"
+    );
+    Some(f.runtime.load(name, &path).unwrap())
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1; the status and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await?;
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn a_component_serves_its_declared_port_over_loopback() {
+    let f = fixture();
+    let Some(loaded) = example_component(&f, "web") else {
+        return;
+    };
+    let port = free_port();
+    let mut spec = f.spec(None);
+    spec.env = vec![
+        ("PORT".into(), port.to_string()),
+        ("WEB_VERSION".into(), "v7".into()),
+    ];
+    spec.network = NetPolicy {
+        listen_ports: vec![port],
+        ..Default::default()
+    };
+    let stop = spec.stop.clone();
+    let runtime = f.runtime.clone();
+    let probe_spec = spec.clone();
+    let loaded = Arc::new(loaded);
+    let serving = tokio::spawn({
+        let loaded = loaded.clone();
+        async move { runtime.run(&loaded, spec).await }
+    });
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        match http_get(addr, "/").await {
+            Ok(answer) => break answer,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the component never answered on {addr}: {e}"),
+        }
+    };
+    assert_eq!((status, body.as_str()), (200, "web v7\n"));
+    assert_eq!(http_get(addr, "/nope").await.unwrap().0, 404);
+    // The exec hook runs in a second instance that asks the first one
+    // over loopback (its own declared port).
+    f.runtime
+        .probe(&loaded, &probe_spec, "healthz")
+        .await
+        .unwrap();
+    // Asked to stop, the server returns and the program exits 0.
+    stop.raise();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Exited(0));
+    // Once it is gone, the hook fails and says why.
+    let err = f
+        .runtime
+        .probe(&loaded, &probe_spec, "healthz")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("healthz returned 1") && err.contains("/healthz"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_component_cannot_listen_on_an_undeclared_port() {
+    let f = fixture();
+    let Some(loaded) = example_component(&f, "netcheck") else {
+        return;
+    };
+    let (declared, other) = (free_port(), free_port());
+    let mut spec = f.spec(None);
+    spec.argv = vec![
+        "netcheck".into(),
+        format!("listen:{other}"),
+        format!("listen:{declared}"),
+    ];
+    spec.network = NetPolicy {
+        listen_ports: vec![declared],
+        ..Default::default()
+    };
+    let outcome = f.runtime.run(&loaded, spec).await;
+    let lines = f.log.tail(100).unwrap();
+    assert_eq!(outcome, Outcome::Exited(1), "{lines:?}");
+    let has = |s: &str| lines.iter().any(|l| message_of(l).starts_with(s));
+    assert!(
+        has(&format!(
+            "listen:{other} failed: bind 0.0.0.0:{other}: access-denied"
+        )),
+        "{lines:?}"
+    );
+    assert!(has(&format!("listen:{declared} ok")), "{lines:?}");
+    // The pod's log says what was refused and why.
+    assert!(
+        has(&format!(
+            "spoke-agent: listen on 0.0.0.0:{other} denied: port {other} is not declared"
+        )),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn outbound_connections_follow_the_pods_egress_rules() {
+    let f = fixture();
+    let Some(loaded) = example_component(&f, "netcheck") else {
+        return;
+    };
+    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let denied = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a, d) = (allowed.local_addr().unwrap(), denied.local_addr().unwrap());
+    let accepted = tokio::spawn(async move { allowed.accept().await.map(|(_, peer)| peer) });
+    let mut spec = f.spec(None);
+    spec.argv = vec![
+        "netcheck".into(),
+        format!("connect:{a}"),
+        format!("connect:{d}"),
+    ];
+    spec.network = NetPolicy {
+        egress: vec![
+            spoke_api::net::EgressRule::parse(&format!("127.0.0.1:{}", a.port())).unwrap(),
+        ],
+        ..Default::default()
+    };
+    let outcome = f.runtime.run(&loaded, spec).await;
+    let lines = f.log.tail(100).unwrap();
+    assert_eq!(outcome, Outcome::Exited(1), "{lines:?}");
+    let has = |s: &str| lines.iter().any(|l| message_of(l).starts_with(s));
+    assert!(has(&format!("connect:{a} ok")), "{lines:?}");
+    assert!(
+        has(&format!("connect:{d} failed: connect {d}: access-denied")),
+        "{lines:?}"
+    );
+    assert!(
+        has(&format!(
+            "spoke-agent: connect to {d} denied: not allowed by the pod's spec.egress (127.0.0.1/32:{})",
+            a.port()
+        )),
+        "{lines:?}"
+    );
+    // The allowed connection really reached the test's listener.
+    tokio::time::timeout(Duration::from_secs(5), accepted)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // The denied listener never saw a connection.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), denied.accept())
+            .await
+            .is_err()
+    );
+
+    // Without any rule (the default), a component has no TCP at all.
+    let mut spec = f.spec(None);
+    spec.argv = vec!["netcheck".into(), format!("connect:{a}")];
+    assert_eq!(f.runtime.run(&loaded, spec).await, Outcome::Exited(1));
+    let lines = f.log.tail(100).unwrap();
+    let has = |s: &str| lines.iter().any(|l| message_of(l).starts_with(s));
+    assert!(
+        has(&format!("connect:{a} failed: connect {a}: access-denied")),
+        "{lines:?}"
+    );
+    assert!(
+        has(&format!(
+            "spoke-agent: connect to {a} denied: not allowed by the pod's spec.egress (empty)"
+        )),
+        "{lines:?}"
     );
 }

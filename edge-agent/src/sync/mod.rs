@@ -600,6 +600,7 @@ mod tests {
                 backoff: Default::default(),
                 logs_dir: dir.join("logs"),
                 volumes: crate::pods::volumes::Volumes::new(&dir.join("volumes"), &[]),
+                pod_address: None,
             },
         );
         let conn = Connection::parse_url("mqtt://127.0.0.1:1").unwrap();

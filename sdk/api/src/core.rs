@@ -67,6 +67,12 @@ pub struct PodSpec {
     /// How evenly this pod's kind is spread over nodes grouped by a label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Spoke extension: the addresses the pod's components may open TCP
+    /// connections to, each `IP[/PREFIX]:PORT` (or `:*` for any port;
+    /// IPv6 in brackets, `[fd00::/8]:443`). Empty (the default): none.
+    /// See [`crate::net::EgressRule`] and docs/runtime.md, "Networking".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 /// `spec.affinity`. Only node affinity exists in Spoke (no pod affinity yet).

@@ -17,6 +17,7 @@ pub mod event;
 pub mod fuzz;
 pub mod meta;
 pub mod module;
+pub mod net;
 pub mod policy;
 pub mod protocol;
 pub mod quantity;

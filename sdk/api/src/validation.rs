@@ -255,6 +255,15 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
                     "must be between 1 and 65535, inclusive",
                 ));
             }
+            if let Some(proto) = &p.protocol
+                && !["TCP", "UDP", "SCTP"].contains(&proto.as_str())
+            {
+                errs.push(FieldError::new(
+                    format!("{at}.containers[{i}].ports[{j}].protocol"),
+                    "FieldValueNotSupported",
+                    format!("Unsupported value: \"{proto}\": supported values: \"TCP\", \"UDP\", \"SCTP\""),
+                ));
+            }
         }
         for (field, probe, thresholds_of_one) in [
             ("startupProbe", &c.startup_probe, true),
@@ -290,6 +299,11 @@ pub fn validate_pod_spec(spec: &PodSpec, at: &str, errs: &mut Vec<FieldError>) {
             format!("{at}.terminationGracePeriodSeconds"),
             "must be >= 0",
         ));
+    }
+    for (i, rule) in spec.egress.iter().enumerate() {
+        if let Err(m) = crate::net::EgressRule::parse(rule) {
+            errs.push(FieldError::invalid(format!("{at}.egress[{i}]"), m));
+        }
     }
     validate_volumes(spec, at, errs);
     validate_volume_mounts(spec, at, errs);
@@ -868,6 +882,31 @@ mod tests {
         ] {
             assert!(fields.iter().any(|f| f == want), "{want} not in {fields:?}");
         }
+    }
+
+    #[test]
+    fn egress_rules_and_port_protocols_are_checked_with_their_field_paths() {
+        let v = pod(json!({
+            "egress": ["10.0.0.0/8:443", "example.com:443", "[fd00::/8]:*", "10.0.0.1/8:1"],
+            "containers": [{"name": "c", "image": "x:1",
+                "ports": [{"containerPort": 80}, {"containerPort": 81, "protocol": "QUIC"}]}]
+        }));
+        let pod: Pod = decode_strict(v).unwrap();
+        let errs = validate_pod(&pod);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.containers[0].ports[1].protocol",
+                "spec.egress[1]",
+                "spec.egress[3]",
+            ]
+        );
+        assert!(
+            errs[1].message.contains("is not an IP address"),
+            "{}",
+            errs[1]
+        );
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //!   log tools parse without guessing.
 //! - [`shutdown`]: learn that the agent asks the pod to stop (its stdin
 //!   closes) and use the grace period to finish cleanly.
+//! - [`net`] and [`http`]: blocking TCP and a small HTTP/1.1 server for
+//!   components that serve their `containerPort` (WASI 0.2 sockets).
+//! - [`probe`]: export functions that the agent's `exec` probes call
+//!   ([`export_probes!`]).
 //!
 //! ```no_run
 //! use serde::Deserialize;
@@ -30,5 +34,12 @@
 //! ```
 
 pub mod config;
+pub mod http;
 pub mod log;
+pub mod net;
+pub mod probe;
 pub mod shutdown;
+
+#[doc(hidden)]
+#[cfg(target_os = "wasi")]
+pub use wit_bindgen as __wit_bindgen;

@@ -36,6 +36,7 @@ fn fixture() -> Fixture {
             },
             logs_dir: dir.path().join("logs"),
             volumes: crate::pods::volumes::Volumes::new(&dir.path().join("volumes"), &[]),
+            pod_address: None,
         },
     );
     Fixture {
