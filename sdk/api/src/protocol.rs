@@ -151,10 +151,35 @@ impl DesiredPod {
 pub struct NodeInfo {
     /// `cpu`, `memory`, `pods`.
     pub capacity: std::collections::BTreeMap<String, Quantity>,
+    /// What pods may use: capacity less what the agent keeps back (for
+    /// memory, the eviction threshold). Left out when equal to `capacity`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: BTreeMap<String, Quantity>,
     /// Kubernetes' names: `arm64`, `arm`, `amd64`.
     pub architecture: String,
     pub operating_system: String,
     pub agent_version: String,
+    /// The pressure conditions the agent checks (`MemoryPressure`,
+    /// `DiskPressure`, `PIDPressure`); `Ready` is the hub's to set (from
+    /// the connection). Those it cannot check on this board are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<NodeCondition>,
+}
+
+/// One node condition as the agent observes it. Kept short on the wire: a
+/// condition that is not in effect travels as type and status alone, and
+/// the hub fills in Kubernetes' usual reason and message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True` or `False`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The status of one pod, from the agent.
@@ -188,6 +213,9 @@ pub enum Up {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status_digest: Option<String>,
     },
+    /// The board's description changed since the last `Hello` (a pressure
+    /// condition came or went): sent only on a change.
+    Node { node: NodeInfo },
     /// The agent has stored and started to apply `revision`.
     #[serde(rename_all = "camelCase")]
     Ack { applied_revision: u64 },
