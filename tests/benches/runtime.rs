@@ -246,11 +246,7 @@ async fn density() {
 
 fn main() {
     // Built as the agent builds its runtime.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .event_interval(spoke_agent::runtime::TOKIO_EVENT_INTERVAL)
-        .build()
-        .expect("tokio");
+    let rt = spoke_agent::runtime::tokio_runtime().expect("tokio");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only = |part: &str| {
         let parts = ["cpu", "density"];
