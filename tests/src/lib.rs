@@ -602,7 +602,10 @@ impl Agent {
             // DiskPressure, tainting every test node. Tests that want disk
             // pressure pass their own --eviction-hard, which comes later
             // and wins for the signals it names.
-            .args(["--eviction-hard", "nodefs.available<0%,nodefs.inodesFree<0%"])
+            .args([
+                "--eviction-hard",
+                "nodefs.available<0%,nodefs.inodesFree<0%",
+            ])
             .args(args)
             .env("RUST_LOG", "info");
         let log = base.join(format!("agent-{name}.log"));
