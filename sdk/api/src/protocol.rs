@@ -436,6 +436,36 @@ mod tests {
     }
 
     #[test]
+    fn node_messages_carry_conditions_compactly() {
+        let node = NodeInfo {
+            architecture: "arm64".into(),
+            conditions: vec![
+                NodeCondition {
+                    type_: "MemoryPressure".into(),
+                    status: "False".into(),
+                    ..Default::default()
+                },
+                NodeCondition {
+                    type_: "DiskPressure".into(),
+                    status: "True".into(),
+                    reason: "KubeletHasDiskPressure".into(),
+                    message: "low".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let up = Up::Node { node };
+        assert_eq!(Up::decode(&up.encode()).unwrap(), up);
+        assert_eq!(
+            String::from_utf8(up.encode()).unwrap(),
+            r#"{"type":"node","node":{"capacity":{},"architecture":"arm64","operatingSystem":"","agentVersion":"","conditions":[{"type":"MemoryPressure","status":"False"},{"type":"DiskPressure","status":"True","reason":"KubeletHasDiskPressure","message":"low"}]}}"#
+        );
+        // An older agent's hello (no allocatable, no conditions) still reads.
+        let old = r#"{"type":"hello","appliedRevision":1,"node":{"capacity":{},"architecture":"arm","operatingSystem":"linux","agentVersion":"0.1.0"}}"#;
+        assert!(matches!(Up::decode(old.as_bytes()), Ok(Up::Hello { .. })));
+    }
+
+    #[test]
     fn status_digests_follow_the_statuses_not_their_order() {
         let report = |name: &str, phase: &str| PodReport {
             namespace: "default".into(),
