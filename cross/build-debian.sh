@@ -4,7 +4,7 @@
 # standard library for arm64 and gcc-aarch64-linux-gnu as the linker.
 # Run as root on Debian 12, it installs what it needs.
 #
-#   cross/build-debian.sh            # -> $CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/spoke-agent
+#   cross/build-debian.sh            # -> $CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release-agent/spoke-agent
 #
 # With Docker or Podman, `cross` does the same for every target (README.md).
 set -euo pipefail
@@ -30,7 +30,8 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 # `cargo run`/`cargo test` for this target go through qemu. Never add
 # `-L /usr/aarch64-linux-gnu`: two glibcs then mix and the program hangs.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static
-cargo build --release --locked -p spoke-agent --target "$target"
-bin="${CARGO_TARGET_DIR:-target}/$target/release/spoke-agent"
+# The agent's own profile (Cargo.toml): fat LTO, one codegen unit, panic=abort.
+cargo build --profile release-agent --locked -p spoke-agent --target "$target"
+bin="${CARGO_TARGET_DIR:-target}/$target/release-agent/spoke-agent"
 ls -l "$bin" >&2
 file "$bin" >&2 || true

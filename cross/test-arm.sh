@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${SPOKE_ARM_AGENT:-}" ]; then
   cross/build-debian.sh
-  SPOKE_ARM_AGENT="$(realpath "${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/spoke-agent")"
+  SPOKE_ARM_AGENT="$(realpath "${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release-agent/spoke-agent")"
 fi
 export SPOKE_ARM_AGENT
 # Unset the cross build's compiler: the hub and the test are built natively.

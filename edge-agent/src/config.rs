@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::node::Thresholds;
 use crate::pods::lifecycle::Backoff;
 use crate::sync::Connection;
 
@@ -95,6 +96,22 @@ pub struct Config {
     /// any address of the board (pods bind 0.0.0.0), probes use 127.0.0.1.
     #[arg(long, value_name = "IP")]
     pub pod_address: Option<std::net::IpAddr>,
+
+    /// Hard eviction thresholds as the kubelet's, `SIGNAL<VALUE` (repeat,
+    /// or separate with commas; in the config file, a list): signals
+    /// `memory.available`, `nodefs.available` (the data dir's file system),
+    /// `nodefs.inodesFree` and `pid.available`, each an amount or a
+    /// percentage. Below one, the node reports MemoryPressure,
+    /// DiskPressure or PIDPressure. Entries replace the defaults of their
+    /// signal only: memory.available<100Mi, nodefs.available<10%,
+    /// nodefs.inodesFree<5%, pid.available<5%.
+    #[arg(long, value_name = "SIGNAL<VALUE", value_delimiter = ',')]
+    pub eviction_hard: Vec<String>,
+
+    /// How long a pressure condition stays True after the readings are
+    /// fine again (as the kubelet's flag of the same name).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub eviction_pressure_transition_period: Duration,
 
     /// Longest restart/pull back-off (e.g. 5m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -196,6 +213,14 @@ impl Config {
                 message: "must be whole seconds, at least 4s".into(),
             });
         }
+        Thresholds::parse(
+            &self.eviction_hard,
+            self.eviction_pressure_transition_period,
+        )
+        .map_err(|message| Error::Invalid {
+            option: "eviction-hard",
+            message,
+        })?;
         if self.max_pods == 0 {
             return Err(Error::Invalid {
                 option: "max-pods",
@@ -212,6 +237,15 @@ impl Config {
             (None, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".spoke/agent"),
             (None, _) => PathBuf::from("/var/lib/spoke-agent"),
         }
+    }
+
+    /// The pressure thresholds (validated by [`Config::load`]).
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds::parse(
+            &self.eviction_hard,
+            self.eviction_pressure_transition_period,
+        )
+        .unwrap_or_default()
     }
 
     /// Restart and pull back-off.
@@ -272,7 +306,7 @@ mod tests {
         let file = dir.path().join("agent.yaml");
         std::fs::write(
             &file,
-            "hub: mqtt://10.0.0.1:1883\nname: from-file\nmax_pods: 7\nrestart-backoff-initial: 1s\nallow-host-path: [/srv/a, /srv/b]\n",
+            "hub: mqtt://10.0.0.1:1883\nname: from-file\nmax_pods: 7\nrestart-backoff-initial: 1s\nallow-host-path: [/srv/a, /srv/b]\neviction-hard: [\"nodefs.available<100%\", \"memory.available<1Gi\"]\n",
         )
         .unwrap();
         let c = load(&["--config", file.to_str().unwrap(), "--name", "pi-2"]).unwrap();
@@ -284,11 +318,15 @@ mod tests {
         assert_eq!(c.hub.as_deref(), Some("mqtt://10.0.0.1:1883"));
         assert_eq!(c.max_pods, 7);
         assert_eq!(c.restart_backoff_initial, Duration::from_secs(1));
+        let t = c.thresholds();
+        assert_eq!(t.nodefs_available, crate::node::Threshold::Percent(100.0));
+        assert_eq!(t.memory_available, crate::node::Threshold::Amount(1 << 30));
+        assert_eq!(t.transition_period, Duration::from_secs(300));
     }
 
     #[test]
     fn bad_values_are_refused_naming_the_option() {
-        let cases: [(&[&str], &str); 10] = [
+        let cases: [(&[&str], &str); 11] = [
             (
                 &["--hub", "mqtt://h", "--name", "pi", "--keepalive", "2s"],
                 "--keepalive",
@@ -364,6 +402,17 @@ mod tests {
             (
                 &["--hub", "mqtt://h", "--name", "pi", "--mqtt-username", "u"],
                 "--mqtt-password",
+            ),
+            (
+                &[
+                    "--hub",
+                    "mqtt://h",
+                    "--name",
+                    "pi",
+                    "--eviction-hard",
+                    "memory.available<100Mi,disk<3%",
+                ],
+                "--eviction-hard",
             ),
         ];
         for (args, option) in cases {

@@ -74,6 +74,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         saved.revision,
     );
 
+    let mut watcher = node::Watcher::new(config.max_pods, &data, config.thresholds());
+    let (node_tx, node_rx) = tokio::sync::watch::channel(watcher.check());
+    let watching = tokio::spawn(watcher.run(node_tx));
+
     let connection = identity::resolve(&config, &data).await?;
     let (client, mut eventloop) = rumqttc::AsyncClient::new(
         sync::mqtt_options(&connection, &config.name, config.keepalive),
@@ -89,18 +93,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         supervisor: supervisor.clone(),
         fetcher,
         outbox,
-        node: node::info(config.max_pods),
+        node: node_rx.borrow().clone(),
         applied: saved.revision,
         desired,
         lease: config.lease_duration,
     };
-    let handler = tokio::spawn(handler.handle(inbound_rx, changes, outbox_rx));
+    let handler = tokio::spawn(handler.handle(inbound_rx, changes, outbox_rx, node_rx));
 
     shutdown.await;
     tracing::info!("shutting down: stopping pods");
     // No new desired state is applied while pods stop.
     handler.abort();
     let _ = handler.await;
+    watching.abort();
     supervisor.shutdown().await;
     sync::Handler::goodbye(&client, &config.name).await;
     if tokio::time::timeout(GOODBYE_GRACE, &mut driver)

@@ -62,11 +62,7 @@ fn main() -> ExitCode {
         return run_join(&config);
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .event_interval(spoke_agent::runtime::TOKIO_EVENT_INTERVAL)
-        .build()
-    {
+    let runtime = match spoke_agent::runtime::tokio_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("spoke-agent: cannot start the async runtime: {e}");

@@ -149,7 +149,17 @@ async fn main() {
     hub.push(&wasm_path, "hello:v1");
 
     // Warm-up: the module is fetched and compiled once, then cached.
-    create_and_wait_running(&client, "warmup").await;
+    let first = create_and_wait_running(&client, "warmup").await;
+    // The agent logs how long compiling took.
+    let compile_ms = agent
+        .proc
+        .output()
+        .lines()
+        .find(|l| l.contains("compiled module"))
+        .and_then(|l| l.split("ms=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "?".into());
     client
         .delete("/api/v1/namespaces/default/pods/warmup", Some(0))
         .await
@@ -174,9 +184,15 @@ async fn main() {
     let rtt = mqtt_round_trip(&hub).await;
     let floor = commit + instantiate + rtt;
 
-    let agent_size = std::fs::metadata(bin("spoke-agent"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    // The agent as shipped is built with its own profile (release-agent in
+    // Cargo.toml): measure that one when it was built next to the others.
+    let shipped = bin("spoke-agent")
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|t| t.join("release-agent/spoke-agent"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| bin("spoke-agent"));
+    let agent_size = std::fs::metadata(&shipped).map(|m| m.len()).unwrap_or(0);
     println!("\nSpoke foundation benchmark ({PODS} pods, module cached, loopback)\n");
     println!("| figure | value | floor / reference | ratio |");
     println!("|---|---|---|---|");
@@ -204,8 +220,12 @@ async fn main() {
         agent_rss_after as f64 / 1024.0
     );
     println!(
-        "| agent binary ({}) | {:.1} MiB | goal ≤ 15 MiB | |",
-        bin("spoke-agent").display(),
+        "| first pod of a new module (fetch + compile), apply→Running | {} | of which compiling {compile_ms} ms | |",
+        ms(first)
+    );
+    println!(
+        "| agent binary ({}) | {:.1} MiB ({agent_size} bytes) | goal ≤ 15 MiB | |",
+        shipped.display(),
         agent_size as f64 / (1024.0 * 1024.0)
     );
 }

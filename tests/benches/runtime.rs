@@ -12,7 +12,9 @@
 //!   pods (a guest sleeping in `poll_oneoff`): the agent's RSS with none and
 //!   with all of them, per pod, and its virtual size.
 //!
-//! Prints tables; no assertions: read the ratio, not the time.
+//! Prints tables; no assertions: read the ratio, not the time. An argument
+//! `cpu` or `density` runs only that part (`cargo bench --bench runtime --
+//! cpu`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,12 +248,28 @@ async fn density() {
 
 fn main() {
     // Built as the agent builds its runtime.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .event_interval(spoke_agent::runtime::TOKIO_EVENT_INTERVAL)
-        .build()
-        .expect("tokio");
+    let rt = spoke_agent::runtime::tokio_runtime().expect("tokio");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only = |part: &str| {
+        let parts = ["cpu", "density"];
+        let chosen: Vec<&String> = args
+            .iter()
+            .filter(|a| parts.contains(&a.as_str()))
+            .collect();
+        chosen.is_empty() || chosen.iter().any(|a| *a == part)
+    };
     rt.block_on(async {
+        if only("cpu") {
+            containment().await;
+        }
+        if only("density") {
+            density().await;
+        }
+    });
+}
+
+async fn containment() {
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("worker.wasm"),
@@ -269,11 +287,7 @@ fn main() {
         let alone = scenario(&runtime, dir.path(), "alone", 0, None).await;
         let rows = [
             ("1 spinner at 200m", 1, Some(200)),
-            (
-                "one spinner per core at 200m",
-                cores,
-                Some(200),
-            ),
+            ("one spinner per core at 200m", cores, Some(200)),
             ("1 spinner at 500m", 1, Some(500)),
             ("one spinner per core, no limit (reference)", cores, None),
         ];
@@ -285,7 +299,11 @@ fn main() {
         println!("| neighbours | p50 | p99 | p50 ratio | p99 ratio |");
         println!("|---|---|---|---|---|");
         let (a50, a99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
-        println!("| none (baseline) | {} | {} | 1.00× | 1.00× |", ms(a50), ms(a99));
+        println!(
+            "| none (baseline) | {} | {} | 1.00× | 1.00× |",
+            ms(a50),
+            ms(a99)
+        );
         for (what, n, cpu) in rows {
             let l = scenario(&runtime, dir.path(), &what.replace([' ', ','], "-"), n, cpu).await;
             let (p50, p99) = (percentile(&l, 0.5), percentile(&l, 0.99));
@@ -297,6 +315,5 @@ fn main() {
                 p99.as_secs_f64() / a99.as_secs_f64()
             );
         }
-        density().await;
-    });
+    }
 }

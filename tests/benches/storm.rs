@@ -74,7 +74,12 @@ async fn sim_agent(join: JoinResponse, ca: String, seen: Arc<Seen>, clock: Arc<C
     spoke_agent::sync::tune(&mut eventloop);
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(spoke_agent::sync::drive(eventloop, tx));
-    let node: NodeInfo = spoke_agent::node::info(110);
+    let node: NodeInfo = spoke_agent::node::info(
+        110,
+        &spoke_agent::node::Thresholds::default(),
+        &spoke_agent::node::Readings::default(),
+        Vec::new(),
+    );
     let hello = |applied: u64| Up::Hello {
         applied_revision: applied,
         node: node.clone(),

@@ -613,6 +613,15 @@ impl Agent {
             .args(["--name", name])
             .arg("--data-dir")
             .arg(&data_dir)
+            // The disks of shared build machines are often more than 90%
+            // full, which Kubernetes' default (nodefs.available<10%) makes
+            // DiskPressure, tainting every test node. Tests that want disk
+            // pressure pass their own --eviction-hard, which comes later
+            // and wins for the signals it names.
+            .args([
+                "--eviction-hard",
+                "nodefs.available<0%,nodefs.inodesFree<0%",
+            ])
             .args(args)
             .env("RUST_LOG", "info");
         let log = base.join(format!("agent-{name}.log"));

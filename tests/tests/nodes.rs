@@ -536,3 +536,118 @@ async fn kubectl_cordons_drains_and_uncordons_a_board() {
     let n: Value = c.get("/api/v1/nodes/edge-1").await.unwrap();
     assert!(n["spec"]["unschedulable"].is_null(), "{n}");
 }
+
+fn condition<'a>(node: &'a Value, type_: &str) -> Option<&'a Value> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// An agent whose disk threshold no disk can meet (100% free) reports
+/// DiskPressure; the hub shows it with the kubelet's reason, the node gets
+/// the `disk-pressure:NoSchedule` taint, and a new pod is not scheduled
+/// there. A board with the default thresholds reports no pressure and its
+/// allocatable memory is its capacity less `memory.available` (100Mi).
+#[tokio::test]
+async fn an_agent_under_its_disk_threshold_reports_disk_pressure_and_gets_tainted() {
+    let hub = Hub::start().await;
+    let _pressed = hub.agent(
+        "pressed",
+        &[
+            "--eviction-hard",
+            "nodefs.available<100%,memory.available<1Ki",
+        ],
+    );
+    let _calm = hub.agent("calm", &[]);
+    hub.wait_node_ready("pressed").await;
+    hub.wait_node_ready("calm").await;
+    let c = hub.client();
+
+    let node = wait_until(&hub, "DiskPressure on pressed and its taint", async || {
+        let n: Value = c.get("/api/v1/nodes/pressed").await.ok()?;
+        has_taint(&n, "node.kubernetes.io/disk-pressure", "NoSchedule").then_some(n)
+    })
+    .await;
+    let disk = condition(&node, "DiskPressure").expect("DiskPressure reported");
+    assert_eq!(disk["status"], "True", "{disk}");
+    assert_eq!(disk["reason"], "KubeletHasDiskPressure", "{disk}");
+    assert!(
+        disk["message"]
+            .as_str()
+            .unwrap()
+            .contains("nodefs.available"),
+        "{disk}"
+    );
+    let memory = condition(&node, "MemoryPressure").expect("MemoryPressure reported");
+    assert_eq!(memory["status"], "False", "{memory}");
+    assert_eq!(memory["reason"], "KubeletHasSufficientMemory");
+    assert_eq!(ready(&node), Some("True"));
+    assert!(!has_taint(
+        &node,
+        "node.kubernetes.io/memory-pressure",
+        "NoSchedule"
+    ));
+    assert_eq!(
+        node["status"]["nodeInfo"]["kubeletVersion"],
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let calm: Value = c.get("/api/v1/nodes/calm").await.unwrap();
+    for type_ in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
+        let cond = condition(&calm, type_).unwrap_or_else(|| panic!("{type_} on calm: {calm}"));
+        assert_eq!(cond["status"], "False", "{cond}");
+    }
+    assert!(
+        calm["spec"]["taints"]
+            .as_array()
+            .is_none_or(|t| t.is_empty()),
+        "{calm}"
+    );
+    let units = |q: &Value| {
+        spoke_api::quantity::Quantity(q.as_str().unwrap().to_string())
+            .to_units()
+            .unwrap()
+    };
+    let st = &calm["status"];
+    assert_eq!(
+        units(&st["capacity"]["memory"]) - units(&st["allocatable"]["memory"]),
+        100 << 20
+    );
+    assert_eq!(st["allocatable"]["pods"], st["capacity"]["pods"]);
+
+    // What a person sees.
+    let out = hub.spoke(&["describe", "node", "pressed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("node.kubernetes.io/disk-pressure:NoSchedule"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("DiskPressure"))
+        .unwrap_or_else(|| panic!("no DiskPressure line: {text}"));
+    assert!(
+        line.contains("True") && line.contains("KubeletHasDiskPressure"),
+        "{line}"
+    );
+    let out = hub.spoke(&["get", "node", "pressed", "-o", "yaml"]);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("type: DiskPressure"), "{yaml}");
+
+    // The scheduler keeps new pods off it.
+    c.create(
+        PODS,
+        &json!({"metadata": {"name": "placed"},
+        "spec": {"containers": [{"name": "main", "image": "hello:v1"}]}}),
+    )
+    .await
+    .unwrap();
+    let placed = wait_until(&hub, "the pod to be scheduled", async || {
+        let p: Value = c.get(&format!("{PODS}/placed")).await.ok()?;
+        (!node_of(&p).is_empty()).then_some(p)
+    })
+    .await;
+    assert_eq!(node_of(&placed), "calm");
+}

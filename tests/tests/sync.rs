@@ -674,3 +674,80 @@ async fn a_silently_dead_link_makes_the_node_not_ready_by_keepalive_or_by_lease(
     hub.wait_node_ready("edge-ka").await;
     hub.wait_node_ready("edge-lease").await;
 }
+
+/// A `node` message (what an agent sends when a pressure condition comes
+/// or goes) updates the Node's conditions and the hub's taints by
+/// condition, both ways. Sent here on the broker as the agent would.
+#[tokio::test]
+async fn a_node_message_updates_conditions_and_taints_both_ways() {
+    let (hub, _agent, _link) = setup(false).await;
+    let (client, _) = observer(&hub, &[]).await;
+    let node = |disk: &str| {
+        let mut info = spoke_api::protocol::NodeInfo {
+            architecture: "amd64".into(),
+            operating_system: "linux".into(),
+            agent_version: "0.1.0".into(),
+            ..Default::default()
+        };
+        info.capacity
+            .insert("pods".into(), spoke_api::quantity::Quantity("5".into()));
+        info.conditions.push(spoke_api::protocol::NodeCondition {
+            type_: "DiskPressure".into(),
+            status: disk.into(),
+            reason: if disk == "True" {
+                "KubeletHasDiskPressure".into()
+            } else {
+                String::new()
+            },
+            message: if disk == "True" {
+                "nodefs.available 1Mi".into()
+            } else {
+                String::new()
+            },
+        });
+        spoke_api::protocol::Up::Node { node: info }.encode()
+    };
+    let c = hub.client();
+    let path = format!("/api/v1/nodes/{NODE}");
+    for (disk, tainted) in [("True", true), ("False", false)] {
+        client
+            .publish(topic::up(NODE), QoS::AtLeastOnce, false, node(disk))
+            .await
+            .unwrap();
+        let n: Value = eventually(
+            Duration::from_secs(30),
+            &format!("DiskPressure {disk} and the taint {tainted}"),
+            || {
+                let (c, path) = (c.clone(), path.clone());
+                async move {
+                    let n: Value = c.get(&path).await.ok()?;
+                    let cond = n["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .find(|c| c["type"] == "DiskPressure")?
+                        .clone();
+                    let has = n["spec"]["taints"].as_array().is_some_and(|ts| {
+                        ts.iter()
+                            .any(|t| t["key"] == "node.kubernetes.io/disk-pressure")
+                    });
+                    (cond["status"] == disk && has == tainted).then_some(n)
+                }
+            },
+        )
+        .await;
+        assert_eq!(n["status"]["capacity"]["pods"], "5");
+        assert_eq!(n["status"]["allocatable"]["pods"], "5");
+        let cond = n["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "DiskPressure")
+            .unwrap();
+        let reason = if disk == "True" {
+            "KubeletHasDiskPressure"
+        } else {
+            "KubeletHasNoDiskPressure"
+        };
+        assert_eq!(cond["reason"], reason, "{cond}");
+    }
+}

@@ -54,6 +54,36 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// agent's tokio runtime is built with this value.
 pub const TOKIO_EVENT_INTERVAL: u32 = 4;
 
+/// The agent's tokio runtime: multi-threaded, with [`TOKIO_EVENT_INTERVAL`]
+/// and [`worker_threads`] workers. `main.rs` and the benchmarks build it here.
+pub fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .event_interval(TOKIO_EVENT_INTERVAL)
+        .worker_threads(worker_threads())
+        .build()
+}
+
+/// Tokio workers: two per core, so that some are idle while guests spin.
+///
+/// A poll of a spinning guest holds its worker for a whole epoch tick, and
+/// tokio sees due timers and ready sockets only between polls or in an idle
+/// worker. With one worker per core (tokio's default), a board whose
+/// workers are all inside guest slices notices a neighbour's timer only when
+/// a slice ends: the neighbour waits up to a tick (more at the driver's
+/// [`TOKIO_EVENT_INTERVAL`]), however little its own work. With spare
+/// workers, an idle one sleeps in the driver, wakes when the timer is due
+/// and runs the neighbour at once, and the kernel shares the cores between
+/// its thread and the spinning ones as it shares any threads (a thread that
+/// slept gets the CPU quickly). A spinner's CPU limit is unaffected: it is
+/// charged the wall time of its polls, so time the kernel gives to others
+/// during a slice only counts against it. Idle workers cost a parked thread
+/// each (a few KiB resident).
+pub fn worker_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cores).max(4)
+}
+
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -280,7 +310,14 @@ impl Runtime {
             path: wasm_path.to_path_buf(),
             source,
         })?;
+        let started = std::time::Instant::now();
         let (program, serialized) = self.compile(&bytes)?;
+        tracing::info!(
+            module = hex,
+            bytes = bytes.len(),
+            ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "compiled module"
+        );
         if let Err(e) = self.write_compiled(&cached, &serialized) {
             tracing::warn!(path = %cached.display(), error = %e, "cannot cache compiled code");
         }

@@ -426,6 +426,7 @@ impl Handler {
         mut inbound: mpsc::UnboundedReceiver<Inbound>,
         mut changes: mpsc::UnboundedReceiver<Change>,
         mut outbox_rx: mpsc::UnboundedReceiver<Up>,
+        mut node_rx: tokio::sync::watch::Receiver<NodeInfo>,
     ) {
         let mut dirty: BTreeMap<String, PodReport> = BTreeMap::new();
         let mut gone: Vec<PodReport> = Vec::new();
@@ -512,6 +513,12 @@ impl Handler {
                     flush_at.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_DEBOUNCE);
                 }
                 Some(up) = outbox_rx.recv() => self.publish(&up),
+                // Only changes travel; the next Hello carries the latest
+                // description in any case.
+                Ok(()) = node_rx.changed() => {
+                    self.node = node_rx.borrow_and_update().clone();
+                    self.publish(&Up::Node { node: self.node.clone() });
+                }
                 _ = flush => {
                     flush_at = None;
                     if self.outbox.is_connected() {

@@ -30,28 +30,45 @@ use crate::store::{self, Store};
 
 /// Taints this controller owns: it adds and removes them; others are left
 /// as users wrote them.
-const MANAGED: [&str; 3] = [
+const MANAGED: [&str; 6] = [
     taints::NOT_READY,
     taints::UNREACHABLE,
     taints::UNSCHEDULABLE,
+    taints::MEMORY_PRESSURE,
+    taints::DISK_PRESSURE,
+    taints::PID_PRESSURE,
+];
+
+/// Pressure conditions and the `NoSchedule` taint each puts on the node
+/// while `True` (Kubernetes' taint-nodes-by-condition).
+const PRESSURE: [(&str, &str); 3] = [
+    ("MemoryPressure", taints::MEMORY_PRESSURE),
+    ("DiskPressure", taints::DISK_PRESSURE),
+    ("PIDPressure", taints::PID_PRESSURE),
 ];
 
 /// Kinds whose pods are re-created elsewhere when evicted.
 const REPLICATED: [&str; 2] = ["ReplicaSet", "Job"];
 
-/// The node's `Ready` condition status; a node that never said is `Unknown`.
-fn ready_status(node: &Value) -> &str {
+/// The status of the node's condition `type_`; one never reported is `Unknown`.
+fn condition_status<'a>(node: &'a Value, type_: &str) -> &'a str {
     node.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
         .and_then(|c| c["status"].as_str())
         .unwrap_or("Unknown")
 }
 
+/// The node's `Ready` condition status; a node that never said is `Unknown`.
+fn ready_status(node: &Value) -> &str {
+    condition_status(node, "Ready")
+}
+
 /// The managed taints (key, effect) a node should carry by its state:
 /// `not-ready` when `Ready` is `False`, `unreachable` when it is `Unknown`
-/// (each as `NoSchedule` and `NoExecute`), and `unschedulable:NoSchedule`
-/// when cordoned.
+/// (each as `NoSchedule` and `NoExecute`), `unschedulable:NoSchedule`
+/// when cordoned, and `memory-pressure`, `disk-pressure` or `pid-pressure`
+/// (`NoSchedule`) while that pressure condition is `True`.
 pub fn wanted_taints(node: &Value) -> Vec<(&'static str, &'static str)> {
     let mut want = Vec::new();
     let condition = match ready_status(node) {
@@ -65,6 +82,11 @@ pub fn wanted_taints(node: &Value) -> Vec<(&'static str, &'static str)> {
     }
     if node.pointer("/spec/unschedulable") == Some(&json!(true)) {
         want.push((taints::UNSCHEDULABLE, "NoSchedule"));
+    }
+    for (condition, key) in PRESSURE {
+        if condition_status(node, condition) == "True" {
+            want.push((key, "NoSchedule"));
+        }
     }
     want
 }
@@ -319,6 +341,44 @@ mod tests {
         for (i, (n, want)) in cases.iter().enumerate() {
             assert_eq!(&wanted_taints(n), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn pressure_conditions_that_are_true_add_their_no_schedule_taints() {
+        let mut n = node(Some("True"), false);
+        n["status"]["conditions"] = json!([
+            {"type": "Ready", "status": "True"},
+            {"type": "MemoryPressure", "status": "False"},
+            {"type": "DiskPressure", "status": "True"},
+            {"type": "PIDPressure", "status": "True"},
+        ]);
+        assert_eq!(
+            wanted_taints(&n),
+            [
+                (taints::DISK_PRESSURE, "NoSchedule"),
+                (taints::PID_PRESSURE, "NoSchedule")
+            ]
+        );
+        // Unknown (the agent is away) is not pressure; unreachable says it.
+        n["status"]["conditions"][0]["status"] = json!("Unknown");
+        n["status"]["conditions"][2]["status"] = json!("Unknown");
+        assert_eq!(
+            wanted_taints(&n),
+            [
+                (taints::UNREACHABLE, "NoSchedule"),
+                (taints::UNREACHABLE, "NoExecute"),
+                (taints::PID_PRESSURE, "NoSchedule")
+            ]
+        );
+        // Cleared: the controller removes the taint it owns.
+        let current = vec![Taint {
+            key: taints::DISK_PRESSURE.into(),
+            value: String::new(),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }];
+        let next = reconcile_taints(&current, &[], at("2026-11-30T20:00:00Z"));
+        assert_eq!(next, Some(vec![]));
     }
 
     #[test]

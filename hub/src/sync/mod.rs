@@ -291,6 +291,31 @@ fn pod_key(ns: &str, name: &str) -> String {
     store::key("pods", Some(ns), name)
 }
 
+/// A pressure condition as stored on the Node: the agent sends reason and
+/// message only for one in effect; the others get the kubelet's.
+fn node_condition(c: &protocol::NodeCondition, now: &str) -> Value {
+    let (reason, message) = match (c.type_.as_str(), c.status.as_str()) {
+        (_, "True") => (c.reason.as_str(), c.message.as_str()),
+        ("MemoryPressure", _) => (
+            "KubeletHasSufficientMemory",
+            "spoke-agent has sufficient memory available",
+        ),
+        ("DiskPressure", _) => (
+            "KubeletHasNoDiskPressure",
+            "spoke-agent has no disk pressure",
+        ),
+        ("PIDPressure", _) => (
+            "KubeletHasSufficientPID",
+            "spoke-agent has sufficient PID available",
+        ),
+        _ => ("", ""),
+    };
+    json!({
+        "type": c.type_, "status": c.status, "reason": reason, "message": message,
+        "lastHeartbeatTime": now, "lastTransitionTime": now,
+    })
+}
+
 fn node_key(name: &str) -> String {
     store::key("nodes", None, name)
 }
@@ -594,6 +619,12 @@ impl Worker {
                 }
                 self.resume(node, applied_revision).await;
             }
+            Up::Node { node: info } => {
+                // Not a renewal: the lease stored on the Node stays as it is.
+                if let Err(e) = self.register_node(node, &info, None).await {
+                    tracing::error!(node, error = %e, "cannot record node");
+                }
+            }
             Up::Resync { applied_revision } => {
                 tracing::info!(node, applied_revision, "agent asks to resync");
                 self.resume(node, applied_revision).await;
@@ -710,10 +741,17 @@ impl Worker {
             "type": "Ready", "status": "True", "reason": "AgentReady",
             "message": "spoke-agent is connected", "lastHeartbeatTime": now, "lastTransitionTime": now,
         });
+        let mut conditions = vec![ready];
+        conditions.extend(info.conditions.iter().map(|c| node_condition(c, &now)));
+        let allocatable = if info.allocatable.is_empty() {
+            &info.capacity
+        } else {
+            &info.allocatable
+        };
         let mut status = json!({
             "capacity": info.capacity,
-            "allocatable": info.capacity,
-            "conditions": [ready],
+            "allocatable": allocatable,
+            "conditions": conditions,
             "nodeInfo": {
                 "architecture": info.architecture,
                 "operatingSystem": info.operating_system,
@@ -743,15 +781,29 @@ impl Worker {
             }
         }
         self.node_status.queue(node, move |next| {
-            // Keep the transition time when the node was already ready.
+            // A condition whose status did not change keeps its transition
+            // time.
             let mut status = status.clone();
-            if let Some(prev) = next.pointer("/status/conditions/0")
-                && prev["status"] == "True"
-            {
-                status["conditions"][0]["lastTransitionTime"] = prev["lastTransitionTime"].clone();
+            let prev = next
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for c in status["conditions"].as_array_mut().into_iter().flatten() {
+                if let Some(p) = prev
+                    .iter()
+                    .find(|p| p["type"] == c["type"] && p["status"] == c["status"])
+                {
+                    c["lastTransitionTime"] = p["lastTransitionTime"].clone();
+                }
             }
             if let Some(sync) = next.pointer("/status/sync") {
                 status["sync"] = sync.clone();
+            }
+            if status.get("lease").is_none()
+                && let Some(lease) = next.pointer("/status/lease")
+            {
+                status["lease"] = lease.clone();
             }
             next["status"] = status;
             if !next["metadata"]["labels"].is_object() {
@@ -935,13 +987,22 @@ impl Worker {
                     .modify(&node_key(name), |cur| {
                         let mut next = cur.clone();
                         let conds = next["status"]["conditions"].as_array_mut()?;
-                        let ready = conds.iter_mut().find(|c| c["type"] == "Ready")?;
-                        *ready = json!({
-                            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                            "message": why,
-                            "lastHeartbeatTime": ready["lastHeartbeatTime"].clone(),
-                            "lastTransitionTime": now,
-                        });
+                        conds.iter().find(|c| c["type"] == "Ready")?;
+                        // As Kubernetes: every condition the agent reported
+                        // is unknown while it is away.
+                        for c in conds.iter_mut() {
+                            let what = if c["type"] == "Ready" {
+                                why
+                            } else {
+                                "spoke-agent stopped reporting"
+                            };
+                            *c = json!({
+                                "type": c["type"].clone(), "status": "Unknown",
+                                "reason": "NodeStatusUnknown", "message": what,
+                                "lastHeartbeatTime": c["lastHeartbeatTime"].clone(),
+                                "lastTransitionTime": now,
+                            });
+                        }
                         Some(next)
                     })
                     .await;

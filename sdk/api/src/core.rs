@@ -855,6 +855,12 @@ pub mod taints {
     pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
     /// The node is cordoned (`spec.unschedulable`).
     pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+    /// The node's `MemoryPressure` condition is `True`.
+    pub const MEMORY_PRESSURE: &str = "node.kubernetes.io/memory-pressure";
+    /// The node's `DiskPressure` condition is `True`.
+    pub const DISK_PRESSURE: &str = "node.kubernetes.io/disk-pressure";
+    /// The node's `PIDPressure` condition is `True`.
+    pub const PID_PRESSURE: &str = "node.kubernetes.io/pid-pressure";
     /// How long a pod stays bound to a not-ready or unreachable node when
     /// it states no toleration of its own (Kubernetes' DefaultTolerationSeconds).
     pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;

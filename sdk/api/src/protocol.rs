@@ -151,10 +151,35 @@ impl DesiredPod {
 pub struct NodeInfo {
     /// `cpu`, `memory`, `pods`.
     pub capacity: std::collections::BTreeMap<String, Quantity>,
+    /// What pods may use: capacity less what the agent keeps back (for
+    /// memory, the eviction threshold). Left out when equal to `capacity`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: BTreeMap<String, Quantity>,
     /// Kubernetes' names: `arm64`, `arm`, `amd64`.
     pub architecture: String,
     pub operating_system: String,
     pub agent_version: String,
+    /// The pressure conditions the agent checks (`MemoryPressure`,
+    /// `DiskPressure`, `PIDPressure`); `Ready` is the hub's to set (from
+    /// the connection). Those it cannot check on this board are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<NodeCondition>,
+}
+
+/// One node condition as the agent observes it. Kept short on the wire: a
+/// condition that is not in effect travels as type and status alone, and
+/// the hub fills in Kubernetes' usual reason and message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True` or `False`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The status of one pod, from the agent.
@@ -200,6 +225,9 @@ pub enum Up {
     /// will cannot: they are answered by the event-loop task and the broker.
     #[serde(rename_all = "camelCase")]
     Lease { lease_seconds: u64 },
+    /// The board's description changed since the last `Hello` (a pressure
+    /// condition came or went): sent only on a change.
+    Node { node: NodeInfo },
     /// The agent has stored and started to apply `revision`.
     #[serde(rename_all = "camelCase")]
     Ack { applied_revision: u64 },
@@ -487,6 +515,36 @@ mod tests {
         assert!(text.contains(r#""previous":true"#), "{text}");
         assert!(text.contains(r#""sinceSeconds":60"#), "{text}");
         assert_eq!(Down::decode(text.as_bytes()).unwrap(), full);
+    }
+
+    #[test]
+    fn node_messages_carry_conditions_compactly() {
+        let node = NodeInfo {
+            architecture: "arm64".into(),
+            conditions: vec![
+                NodeCondition {
+                    type_: "MemoryPressure".into(),
+                    status: "False".into(),
+                    ..Default::default()
+                },
+                NodeCondition {
+                    type_: "DiskPressure".into(),
+                    status: "True".into(),
+                    reason: "KubeletHasDiskPressure".into(),
+                    message: "low".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let up = Up::Node { node };
+        assert_eq!(Up::decode(&up.encode()).unwrap(), up);
+        assert_eq!(
+            String::from_utf8(up.encode()).unwrap(),
+            r#"{"type":"node","node":{"capacity":{},"architecture":"arm64","operatingSystem":"","agentVersion":"","conditions":[{"type":"MemoryPressure","status":"False"},{"type":"DiskPressure","status":"True","reason":"KubeletHasDiskPressure","message":"low"}]}}"#
+        );
+        // An older agent's hello (no allocatable, no conditions) still reads.
+        let old = r#"{"type":"hello","appliedRevision":1,"node":{"capacity":{},"architecture":"arm","operatingSystem":"linux","agentVersion":"0.1.0"}}"#;
+        assert!(matches!(Up::decode(old.as_bytes()), Ok(Up::Hello { .. })));
     }
 
     #[test]
