@@ -632,6 +632,24 @@ impl Agent {
     }
 }
 
+/// The live (not terminating) pods matching `selector` (URL-encoded, e.g.
+/// `app%3Dweb`) in the default namespace.
+pub async fn live_pods(client: &Client, selector: &str) -> Vec<Value> {
+    let list: Value = client
+        .get(&format!(
+            "/api/v1/namespaces/default/pods?labelSelector={selector}"
+        ))
+        .await
+        .expect("list pods");
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect()
+}
+
 /// A pod manifest running `image` with `env` pairs and a restart policy.
 pub fn pod_manifest(name: &str, image: &str, restart: &str, env: &[(&str, &str)]) -> String {
     let env: String = env

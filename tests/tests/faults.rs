@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use spoke_e2e::{Hub, example_wasm, tail};
+use spoke_e2e::{Hub, example_wasm, live_pods, tail};
 
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
@@ -30,21 +30,6 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
-}
-
-async fn live_pods(hub: &Hub) -> Vec<Value> {
-    let list: Value = hub
-        .client()
-        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dchurn")
-        .await
-        .unwrap();
-    list["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect()
 }
 
 fn started_at(p: &Value) -> Option<SystemTime> {
@@ -118,7 +103,7 @@ async fn agent_killed_during_pod_churn_converges_with_exactly_the_desired_pods()
             && st["replicas"] == 3
             && st["updatedReplicas"] == 3
             && st["availableReplicas"] == 3;
-        let pods = live_pods(&hub).await;
+        let pods = live_pods(&c, "app%3Dchurn").await;
         let fresh = pods.iter().all(|p| {
             p["status"]["phase"] == "Running" && started_at(p).is_some_and(|t| t >= last_kill)
         });

@@ -72,17 +72,7 @@ async fn replicasets(c: &Client) -> Vec<Value> {
 
 /// Live (not terminating) pods of the app.
 async fn live_pods(c: &Client) -> Vec<Value> {
-    let list: Value = c
-        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")
-        .await
-        .unwrap();
-    list["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect()
+    spoke_e2e::live_pods(c, "app%3Dweb").await
 }
 
 fn env_of(p: &Value, name: &str) -> Option<String> {

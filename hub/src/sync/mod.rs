@@ -58,17 +58,7 @@ pub enum LogError {
     Publish(String),
 }
 
-/// Which part of a pod's log to read: the fields of [`Down::Logs`] the API
-/// has validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogOptions {
-    pub tail_lines: Option<u64>,
-    pub since_seconds: Option<u64>,
-    /// RFC 3339, UTC.
-    pub since_time: Option<String>,
-    pub previous: bool,
-    pub container: Option<String>,
-}
+pub use spoke_api::protocol::LogOptions;
 
 #[derive(Default)]
 struct Shared {

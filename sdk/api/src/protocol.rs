@@ -421,6 +421,23 @@ impl ModuleChunk {
     }
 }
 
+/// Which part of a pod's log to read: the query of `.../pods/NAME/log`
+/// (kubectl's `--tail`, `--since`, `--since-time`, `--previous`, `-c`),
+/// and the optional fields of [`Down::Logs`] that carry it to the board.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Only the last N lines.
+    pub tail_lines: Option<u64>,
+    /// Only lines of the last N seconds.
+    pub since_seconds: Option<u64>,
+    /// Only lines written at or after this RFC 3339 time.
+    pub since_time: Option<String>,
+    /// The previous instance of the container instead of the whole log.
+    pub previous: bool,
+    /// The container (default: the pod's first).
+    pub container: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -482,70 +482,6 @@ proptest! {
     }
 }
 
-/// Object field names of the kinds, for mutations of manifests.
-const OBJECT_KEYS: &[&str] = &[
-    "apiVersion",
-    "kind",
-    "metadata",
-    "name",
-    "namespace",
-    "labels",
-    "annotations",
-    "generateName",
-    "spec",
-    "containers",
-    "image",
-    "resources",
-    "limits",
-    "requests",
-    "cpu",
-    "memory",
-    "restartPolicy",
-    "volumes",
-    "emptyDir",
-    "hostPath",
-    "path",
-    "volumeMounts",
-    "mountPath",
-    "env",
-    "value",
-    "valueFrom",
-    "configMapKeyRef",
-    "key",
-    "replicas",
-    "selector",
-    "matchLabels",
-    "template",
-    "strategy",
-    "type",
-    "rollingUpdate",
-    "maxSurge",
-    "maxUnavailable",
-    "data",
-    "binaryData",
-    "stringData",
-    "schedule",
-    "jobTemplate",
-    "completions",
-    "parallelism",
-    "backoffLimit",
-    "tolerations",
-    "operator",
-    "effect",
-    "nodeSelector",
-    "affinity",
-    "livenessProbe",
-    "httpGet",
-    "port",
-    "exec",
-    "command",
-    "periodSeconds",
-    "failureThreshold",
-    "terminationGracePeriodSeconds",
-    "hard",
-    "pods",
-];
-
 fn pod_manifests() -> Vec<Value> {
     let mut spec = desired_pod("web")["spec"].clone();
     spec.as_object_mut().unwrap().remove("nodeName");
@@ -573,7 +509,7 @@ proptest! {
     /// refuse with causes that name the field, and never panic. An accepted
     /// pod encodes to a document that is accepted again, unchanged.
     #[test]
-    fn pods_decode_and_validate_or_name_the_field(doc in mutated(pod_manifests(), OBJECT_KEYS)) {
+    fn pods_decode_and_validate_or_name_the_field(doc in mutated(pod_manifests(), spoke_api::fuzz::OBJECT_KEYS)) {
         // The hub refuses a body that is not an object before this.
         prop_assume!(doc.is_object());
         match decode_strict::<spoke_api::Pod>(doc.clone()) {

@@ -351,20 +351,7 @@ impl Client {
     }
 }
 
-/// Which part of a pod's log to read (the query of `.../pods/NAME/log`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LogOptions {
-    /// Only the last N lines.
-    pub tail_lines: Option<u64>,
-    /// Only lines of the last N seconds.
-    pub since_seconds: Option<u64>,
-    /// Only lines written at or after this RFC 3339 time.
-    pub since_time: Option<String>,
-    /// The previous instance of the container instead of the whole log.
-    pub previous: bool,
-    /// The container (default: the pod's first).
-    pub container: Option<String>,
-}
+pub use spoke_api::protocol::LogOptions;
 
 /// A followed log (`follow=true`): text as the hub sends it.
 pub struct LogStream {
