@@ -599,5 +599,10 @@ mod tests {
             let (used, max) = r.pids.unwrap();
             assert!(used > 0 && max > used);
         }
+        // What this board would say about itself passes the hub's check.
+        let mut p = Pressure::new(Thresholds::default());
+        let conditions = p.observe(&r, std::time::Instant::now());
+        let info = info(110, &Thresholds::default(), &r, conditions);
+        info.validate().unwrap();
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
+use serde_json::{Value, json};
 use spoke_api::protocol::{MAX_MESSAGE_BYTES, topic};
 use spoke_e2e::proxy::TcpProxy;
 use spoke_e2e::{Agent, Hub, Mosquitto, container, eventually, example_wasm, pod_manifest, tail};
@@ -750,4 +750,38 @@ async fn a_node_message_updates_conditions_and_taints_both_ways() {
         };
         assert_eq!(cond["reason"], reason, "{cond}");
     }
+
+    // A description the hub cannot trust (an architecture that is no label
+    // value) is refused whole: neither its condition nor its label lands.
+    let mut bad: Value = serde_json::from_slice(&node("True")).unwrap();
+    let arch = bad
+        .pointer_mut("/node/architecture")
+        .expect("the node message carries the architecture");
+    *arch = json!("amd64 evil");
+    client
+        .publish(
+            topic::up(NODE),
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&bad).unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n: Value = c.get(&path).await.unwrap();
+    let disk = n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DiskPressure")
+        .unwrap();
+    assert_eq!(disk["status"], "False", "{n}");
+    assert_eq!(
+        n["metadata"]["labels"]["kubernetes.io/arch"], "amd64",
+        "{n}"
+    );
+    assert!(
+        hub.proc.output().contains("invalid description"),
+        "the hub says why it refused"
+    );
 }

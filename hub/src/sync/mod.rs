@@ -584,6 +584,10 @@ impl Worker {
                 status_digest,
                 lease_seconds,
             } => {
+                if let Err(e) = info.validate() {
+                    tracing::warn!(node, error = %e, "hello refused: the board's description is invalid");
+                    return;
+                }
                 tracing::info!(node, applied_revision, pods = pods.len(), "agent connected");
                 self.offline_since.remove(node);
                 self.handle.shared().online.insert(node.to_string());
@@ -610,6 +614,10 @@ impl Worker {
                 self.resume(node, applied_revision).await;
             }
             Up::Node { node: info } => {
+                if let Err(e) = info.validate() {
+                    tracing::warn!(node, error = %e, "node message refused: invalid description");
+                    return;
+                }
                 // Not a renewal: the lease stored on the Node stays as it is.
                 if let Err(e) = self.register_node(node, &info, None).await {
                     tracing::error!(node, error = %e, "cannot record node");

@@ -166,6 +166,65 @@ pub struct NodeInfo {
     pub conditions: Vec<NodeCondition>,
 }
 
+impl NodeInfo {
+    /// Checks what a board says about itself before the hub stores it on
+    /// its Node: architecture and OS become label values, capacity and
+    /// allocatable must be quantities, conditions only the pressure ones the
+    /// agent owns. The error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("architecture", &self.architecture),
+            ("operatingSystem", &self.operating_system),
+            ("agentVersion", &self.agent_version),
+        ] {
+            if !crate::validation::label_name(value) {
+                return Err(format!(
+                    "node.{field} {value:?} must be at most 63 alphanumeric characters, '-', '_' or '.'"
+                ));
+            }
+        }
+        for (field, map) in [
+            ("capacity", &self.capacity),
+            ("allocatable", &self.allocatable),
+        ] {
+            if map.len() > 32 {
+                return Err(format!("node.{field}: more than 32 resources"));
+            }
+            for (name, q) in map {
+                let name_ok = !name.is_empty()
+                    && name.len() <= 253
+                    && name.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || b"-./".contains(&c)
+                    });
+                if !name_ok {
+                    return Err(format!("node.{field}: {name:?} is not a resource name"));
+                }
+                if q.to_milli().is_err() && q.to_units().is_err() {
+                    return Err(format!("node.{field}[{name}]: {:?} is not a quantity", q.0));
+                }
+            }
+        }
+        for (i, c) in self.conditions.iter().enumerate() {
+            if !["MemoryPressure", "DiskPressure", "PIDPressure"].contains(&c.type_.as_str()) {
+                return Err(format!(
+                    "node.conditions[{i}].type {:?}: only MemoryPressure, DiskPressure and PIDPressure come from the agent",
+                    c.type_
+                ));
+            }
+            if c.status != "True" && c.status != "False" {
+                return Err(format!(
+                    "node.conditions[{i}].status {:?} must be True or False",
+                    c.status
+                ));
+            }
+            if c.reason.len() > 128 || c.message.len() > 1024 {
+                return Err(format!("node.conditions[{i}]: reason or message too long"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One node condition as the agent observes it. Kept short on the wire: a
 /// condition that is not in effect travels as type and status alone, and
 /// the hub fills in Kubernetes' usual reason and message.
@@ -642,6 +701,75 @@ pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
         return Err(format!("\"{url}\" has no host"));
     }
     Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod node_info_tests {
+    use super::*;
+
+    fn good() -> NodeInfo {
+        let mut n = NodeInfo {
+            architecture: "arm64".into(),
+            operating_system: "linux".into(),
+            agent_version: "0.1.0".into(),
+            ..Default::default()
+        };
+        n.capacity.insert("cpu".into(), Quantity("4".into()));
+        n.capacity
+            .insert("memory".into(), Quantity("3906Mi".into()));
+        n.conditions.push(NodeCondition {
+            type_: "DiskPressure".into(),
+            status: "False".into(),
+            ..Default::default()
+        });
+        n
+    }
+
+    #[test]
+    fn a_boards_description_is_checked_field_by_field() {
+        good().validate().unwrap();
+        type Break = Box<dyn Fn(&mut NodeInfo)>;
+        let cases: Vec<(Break, &str)> = vec![
+            (
+                Box::new(|n| n.architecture = "arm64 evil=1".into()),
+                "node.architecture",
+            ),
+            (
+                Box::new(|n| n.operating_system = String::new()),
+                "node.operatingSystem",
+            ),
+            (
+                Box::new(|n| n.agent_version = "x".repeat(64)),
+                "node.agentVersion",
+            ),
+            (
+                Box::new(|n| {
+                    n.capacity.insert("memory".into(), Quantity("lots".into()));
+                }),
+                "node.capacity[memory]",
+            ),
+            (
+                Box::new(|n| {
+                    n.allocatable.insert("Pods!".into(), Quantity("1".into()));
+                }),
+                "node.allocatable",
+            ),
+            (
+                Box::new(|n| n.conditions[0].type_ = "Ready".into()),
+                "node.conditions[0].type",
+            ),
+            (
+                Box::new(|n| n.conditions[0].status = "Maybe".into()),
+                "node.conditions[0].status",
+            ),
+        ];
+        for (break_it, field) in cases {
+            let mut n = good();
+            break_it(&mut n);
+            let e = n.validate().unwrap_err();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]

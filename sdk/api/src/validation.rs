@@ -118,17 +118,21 @@ pub fn dns1123_label(name: &str) -> Result<(), String> {
     }
 }
 
+/// A label name or a non-empty label value: at most 63 alphanumeric
+/// characters, '-', '_' or '.', starting and ending with an alphanumeric one.
+pub fn label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
 /// Label keys (`[prefix/]name`) and values, as Kubernetes checks them.
 fn validate_labels(meta: &ObjectMeta, errs: &mut Vec<FieldError>) {
-    let name_ok = |s: &str| {
-        let b = s.as_bytes();
-        !b.is_empty()
-            && b.len() <= 63
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric()
-    };
+    let name_ok = label_name;
     for (k, v) in &meta.labels {
         let key_ok = match k.split_once('/') {
             Some((prefix, name)) => dns1123_subdomain(prefix).is_ok() && name_ok(name),
