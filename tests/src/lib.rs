@@ -381,17 +381,21 @@ impl Hub {
     }
 
     async fn wait_up(&self) {
-        eventually(
-            Duration::from_secs(30),
-            "the hub to write its CLI config and answer /version",
-            || async {
-                if !self.config_path().exists() {
-                    return None;
-                }
-                self.client().get::<Value>("/version").await.ok()
-            },
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.config_path().exists() && self.client().get::<Value>("/version").await.is_ok() {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                // The hub's own words say why (a port taken by a parallel
+                // test, say), which a bare timeout would hide.
+                panic!(
+                    "timed out after 30s waiting for the hub to write its CLI config and answer /version\n--- hub log ---\n{}",
+                    tail(&self.proc.output(), 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The CLI config the hub wrote (server, CA, admin token).
