@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use spoke_agent::pods::logs::PodLog;
 use spoke_agent::runtime::{NetPolicy, RunSpec, Runtime};
+use spoke_e2e::free_port;
 use spoke_guest::http::{self, Request, Response};
 
 const REQUESTS: usize = 2000;
@@ -57,14 +58,6 @@ fn row(what: &str, start: Duration, took: &[Duration], wall: Duration) {
         percentile(took, 0.99).as_secs_f64() * 1e6,
         REQUESTS as f64 / wall.as_secs_f64()
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn main() {

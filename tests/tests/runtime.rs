@@ -238,6 +238,20 @@ fn filler() -> String {
     )
 }
 
+/// Waits until pod `name` waits with `reason`; the pod and the message.
+async fn waiting(hub: &Hub, name: &str, reason: &str) -> (Value, String) {
+    let pod = hub
+        .wait_pod(name, reason, |p| {
+            container(p)["state"]["waiting"]["reason"] == reason
+        })
+        .await;
+    let message = container(&pod)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (pod, message)
+}
+
 async fn create_pod(hub: &Hub, pod: Value) -> Value {
     hub.client()
         .create("/api/v1/namespaces/default/pods", &pod)
@@ -380,15 +394,7 @@ async fn host_paths_mount_only_under_allowed_prefixes_and_read_only_mounts_refus
     .await;
 
     for (name, path) in [("outside", &outside), ("escape", &allowed.join("escape"))] {
-        let pod = hub
-            .wait_pod(name, "CreateContainerConfigError", |p| {
-                container(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
-            })
-            .await;
-        let message = container(&pod)["state"]["waiting"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let (pod, message) = waiting(&hub, name, "CreateContainerConfigError").await;
         assert!(
             message.contains(path.to_str().unwrap())
                 && message.contains("not allowed")
@@ -628,15 +634,7 @@ async fn hostile_modules_end_with_a_reason_while_the_agent_and_a_neighbour_carry
         );
     }
     for (name, words) in [("import", "launch_missiles"), ("garbage", "")] {
-        let pod = hub
-            .wait_pod(name, "InvalidImage", |p| {
-                container(p)["state"]["waiting"]["reason"] == "InvalidImage"
-            })
-            .await;
-        let message = container(&pod)["state"]["waiting"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let (pod, message) = waiting(&hub, name, "InvalidImage").await;
         assert!(
             !message.is_empty() && message.contains(words),
             "{name}: {pod}"
