@@ -43,3 +43,85 @@ pub fn redb_commits(dir: &Path, n: usize) -> Vec<Duration> {
         .skip(n)
         .collect()
 }
+
+/// One figure of a benchmark run. Benches print their human tables as
+/// before and, for each figure worth keeping, one machine-readable line
+/// (`@figure {json}`) that `scripts/bench` collects from repeated runs
+/// into the results table (median, spread, ratio to the baseline).
+///
+/// ```ignore
+/// Figure::new("runtime", "pod cold start p50", 1.9, "ms")
+///     .baseline("raw wasmtime instantiate + start", 0.7)
+///     .goal("≤ 3× baseline")
+///     .emit();
+/// ```
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figure {
+    /// The bench binary (`runtime`, `storm`, …): the table's section.
+    pub bench: String,
+    /// What was measured, stable across runs (it is the grouping key).
+    pub name: String,
+    pub value: f64,
+    /// `ms`, `µs`, `B`, `B/s`, `MiB`, `KiB`, `/s`, `%`, `×`, `s` or a
+    /// plain count (`""`).
+    pub unit: String,
+    /// The floor or reference measured in the same run, in the same unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+    /// The goal as the issue states it, for the reader (`≤ 15 MiB`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Baseline {
+    pub name: String,
+    pub value: f64,
+}
+
+/// The prefix `scripts/bench` looks for on standard output.
+pub const FIGURE_PREFIX: &str = "@figure ";
+
+impl Figure {
+    pub fn new(bench: &str, name: &str, value: f64, unit: &str) -> Figure {
+        Figure {
+            bench: bench.to_string(),
+            name: name.to_string(),
+            value,
+            unit: unit.to_string(),
+            baseline: None,
+            goal: None,
+        }
+    }
+
+    /// A duration in milliseconds.
+    pub fn ms(bench: &str, name: &str, d: Duration) -> Figure {
+        Figure::new(bench, name, d.as_secs_f64() * 1e3, "ms")
+    }
+
+    pub fn baseline(mut self, name: &str, value: f64) -> Figure {
+        self.baseline = Some(Baseline {
+            name: name.to_string(),
+            value,
+        });
+        self
+    }
+
+    /// A baseline duration, in milliseconds like [`Figure::ms`].
+    pub fn baseline_ms(self, name: &str, d: Duration) -> Figure {
+        self.baseline(name, d.as_secs_f64() * 1e3)
+    }
+
+    pub fn goal(mut self, goal: &str) -> Figure {
+        self.goal = Some(goal.to_string());
+        self
+    }
+
+    /// Prints the machine-readable line on standard output.
+    pub fn emit(&self) {
+        println!(
+            "{FIGURE_PREFIX}{}",
+            serde_json::to_string(self).expect("a figure serialises")
+        );
+    }
+}
