@@ -293,7 +293,9 @@ pub(super) struct ListQuery {
     pub(super) resource_version: Option<String>,
     pub(super) allow_watch_bookmarks: Option<bool>,
     pub(super) timeout_seconds: Option<u64>,
-    pub(super) limit: Option<usize>,
+    /// Kubernetes' int64; anything above what this machine can count is
+    /// simply "no limit" (a 32-bit board cannot hold more anyway).
+    pub(super) limit: Option<u64>,
     #[serde(rename = "continue")]
     pub(super) continue_token: Option<String>,
     /// What each row of a Table answer carries.
@@ -414,7 +416,10 @@ async fn list(
         None => None,
     };
     let (items, revision) = state.store.list(&prefix).await?;
-    let limit = q.limit.filter(|l| *l > 0);
+    let limit = q
+        .limit
+        .filter(|l| *l > 0)
+        .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
     let mut kept = Vec::new();
     let mut remaining = 0usize;
     let mut next_after = None;

@@ -45,8 +45,16 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
 }
 
+/// Object names are DNS subdomains, namespaces DNS labels (as the API
+/// validates them): saying so lets generic clients and fuzzers build paths
+/// that can exist instead of 404s.
 fn path_param(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+    let schema = if name == "namespace" {
+        json!({"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63})
+    } else {
+        json!({"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253})
+    };
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
 }
 
 fn body(schema: &Value) -> Value {
@@ -78,7 +86,7 @@ fn list_params() -> Vec<Value> {
         ),
         query(
             "limit",
-            json!({"type": "integer", "minimum": 0}),
+            json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": i64::MAX}),
             "page size; the reply's metadata.continue fetches the next page",
         ),
         query(
@@ -125,6 +133,47 @@ fn op(id: String, params: Vec<Value>, request: Option<Value>, responses: Value) 
     o
 }
 
+/// OpenAPI links from a create's answer to every operation on the object
+/// it made: clients (and stateful fuzzers) learn that the name and
+/// namespace in the answer address it.
+fn links(rt: &ResourceType) -> Value {
+    let kind = rt.kind;
+    let mut ids = vec![
+        format!("read{kind}"),
+        format!("replace{kind}"),
+        format!("patch{kind}"),
+        format!("delete{kind}"),
+    ];
+    if rt.status {
+        ids.extend([
+            format!("read{kind}Status"),
+            format!("replace{kind}Status"),
+            format!("patch{kind}Status"),
+        ]);
+    }
+    if rt.scale {
+        ids.extend([
+            format!("read{kind}Scale"),
+            format!("replace{kind}Scale"),
+            format!("patch{kind}Scale"),
+        ]);
+    }
+    if kind == "Pod" {
+        ids.push("readPodLog".to_string());
+    }
+    let mut parameters = json!({"name": "$response.body#/metadata/name"});
+    if rt.namespaced {
+        parameters["namespace"] = json!("$response.body#/metadata/namespace");
+    }
+    ids.into_iter()
+        .map(|id| {
+            let link = json!({"operationId": id, "parameters": parameters});
+            (id, link)
+        })
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
 fn paths_for(rt: &ResourceType, obj: &Value, paths: &mut Map<String, Value>) {
     let kind = rt.kind;
     let list = json!({"type": "object", "properties": {
@@ -153,11 +202,13 @@ fn paths_for(rt: &ResourceType, obj: &Value, paths: &mut Map<String, Value>) {
             json!({"get": op(format!("list{kind}ForAllNamespaces"), list_params(), None, reply("200", &list))}),
         );
     }
+    let mut created = reply("201", obj);
+    created["201"]["links"] = links(rt);
     paths.insert(
         coll.clone(),
         json!({
             "get": op(format!("list{kind}"), with(ns_param(), list_params()), None, reply("200", &list)),
-            "post": op(format!("create{kind}"), with(ns_param(), write_params()), Some(body(obj)), reply("201", obj)),
+            "post": op(format!("create{kind}"), with(ns_param(), write_params()), Some(body(obj)), created),
             "delete": op(format!("deleteCollection{kind}"), with(ns_param(), with(list_params(), delete_params())), None, reply("200", &list)),
         }),
     );
@@ -220,6 +271,72 @@ fn paths_for(rt: &ResourceType, obj: &Value, paths: &mut Map<String, Value>) {
     }
 }
 
+const DNS_SUBDOMAIN: &str = "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
+const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Says in the schemas what the API's validation requires and the types
+/// alone do not: each kind's own `apiVersion` and `kind`, names that are
+/// DNS names, and the fields without which an object is refused. Clients
+/// read it as documentation; fuzzers then build objects the hub accepts
+/// and reach the code behind them.
+fn constrain(schemas: &mut Map<String, Value>) {
+    fn set(schemas: &mut Map<String, Value>, name: &str, f: impl FnOnce(&mut Value)) {
+        if let Some(s) = schemas.get_mut(name) {
+            f(s);
+        }
+    }
+    fn require(s: &mut Value, fields: &[&str]) {
+        let mut list = s["required"].as_array().cloned().unwrap_or_default();
+        for f in fields {
+            if !list.iter().any(|v| v == f) {
+                list.push(json!(f));
+            }
+        }
+        s["required"] = Value::Array(list);
+    }
+    for rt in RESOURCES {
+        let api_version = rt.api_version();
+        set(schemas, rt.kind, |s| {
+            s["properties"]["apiVersion"] = json!({"type": "string", "enum": [api_version]});
+            s["properties"]["kind"] = json!({"type": "string", "enum": [rt.kind]});
+            require(s, &["metadata"]);
+            if matches!(
+                rt.kind,
+                "Pod" | "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" | "CronJob"
+            ) {
+                require(s, &["spec"]);
+            }
+        });
+    }
+    set(schemas, "ObjectMeta", |s| {
+        s["properties"]["name"] = json!({"type": "string", "pattern": DNS_SUBDOMAIN, "maxLength": 253,
+            "description": "required, unless generateName is given on create"});
+        s["properties"]["namespace"] =
+            json!({"type": "string", "pattern": DNS_LABEL, "maxLength": 63});
+        require(s, &["name"]);
+    });
+    set(schemas, "PodSpec", |s| {
+        s["properties"]["containers"]["minItems"] = json!(1);
+        require(s, &["containers"]);
+    });
+    set(schemas, "Container", |s| {
+        s["properties"]["name"] = json!({"type": "string", "pattern": DNS_LABEL, "maxLength": 63});
+        s["properties"]["image"]["minLength"] = json!(1);
+        require(s, &["name", "image"]);
+    });
+    for spec in ["DeploymentSpec", "ReplicaSetSpec", "DaemonSetSpec"] {
+        set(schemas, spec, |s| require(s, &["selector", "template"]));
+    }
+    set(schemas, "PodTemplateSpec", |s| require(s, &["spec"]));
+    set(schemas, "JobSpec", |s| require(s, &["template"]));
+    set(schemas, "JobTemplateSpec", |s| require(s, &["spec"]));
+    set(schemas, "CronJobSpec", |s| {
+        require(s, &["schedule", "jobTemplate"])
+    });
+    set(schemas, "Event", |s| require(s, &["involvedObject"]));
+    set(schemas, "ObjectReference", |s| require(s, &["name"]));
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut generator = SchemaSettings::openapi3().into_generator();
@@ -236,6 +353,7 @@ pub fn document() -> Value {
             "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
     );
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    constrain(&mut schemas);
     schemas.entry("Status".to_string()).or_insert(status);
     schemas.entry("ListMeta".to_string()).or_insert(list_meta);
     schemas.insert(
@@ -286,6 +404,41 @@ mod tests {
             let name = part.split('"').next().unwrap();
             assert!(schemas.contains_key(name), "dangling $ref to {name}");
         }
+        // Every link from a create names an operation that exists and
+        // takes exactly the parameters the link fills in.
+        let mut ops = std::collections::HashMap::new();
+        for item in paths.values() {
+            for op in item.as_object().unwrap().values() {
+                ops.insert(op["operationId"].as_str().unwrap().to_string(), op);
+            }
+        }
+        let mut linked = 0;
+        for rt in RESOURCES {
+            let create = &ops[&format!("create{}", rt.kind)];
+            for (id, link) in create["responses"]["201"]["links"].as_object().unwrap() {
+                let target = ops
+                    .get(id)
+                    .unwrap_or_else(|| panic!("link to missing {id}"));
+                let mut wanted: Vec<&str> = target["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                let mut given: Vec<&str> = link["parameters"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                wanted.sort();
+                given.sort();
+                assert_eq!(wanted, given, "{id}");
+                linked += 1;
+            }
+        }
+        assert!(linked >= 4 * RESOURCES.len(), "{linked} links");
         // The pod schema knows its containers.
         let pod = &schemas["Pod"];
         assert!(pod.to_string().contains("containers"), "{pod}");

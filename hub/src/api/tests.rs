@@ -731,6 +731,12 @@ async fn requests_clients_get_wrong_are_answered_with_status_objects() {
         (r.code, r.body["kind"].as_str()),
         (StatusCode::BAD_REQUEST, Some("Status"))
     );
+    // Kubernetes' limit is an int64: the largest one is "no limit", also
+    // where usize is 32 bits.
+    let r = api
+        .call(Method::GET, &format!("{CMS}?limit={}", i64::MAX), None)
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.body);
     // generateName.
     let made = api
         .ok(
