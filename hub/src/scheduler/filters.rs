@@ -17,6 +17,7 @@ pub enum Reason<'a> {
     Unschedulable,
     Affinity,
     Taint(&'a Taint),
+    Ports,
     Cpu,
     Memory,
     Pods,
@@ -34,6 +35,9 @@ impl fmt::Display for Reason<'_> {
                 "node(s) had untolerated taint {{{}: {}}}",
                 t.key, t.value
             ),
+            Reason::Ports => {
+                f.write_str("node(s) didn't have free ports for the requested pod ports")
+            }
             Reason::Cpu => f.write_str("Insufficient cpu"),
             Reason::Memory => f.write_str("Insufficient memory"),
             Reason::Pods => f.write_str("Too many pods"),
@@ -144,6 +148,9 @@ impl<'a> Context<'a> {
             .or_else(|| self.untolerated(node, "NoExecute"))
         {
             return Err(vec![Reason::Taint(t)]);
+        }
+        if super::pod_ports(self.pod).any(|p| node.ports.contains(&p)) {
+            return Err(vec![Reason::Ports]);
         }
         let mut short = Vec::new();
         let over = |alloc: Option<u64>, used: u64, want: u64| {

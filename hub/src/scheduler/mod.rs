@@ -91,6 +91,9 @@ pub struct NodeState {
     pub images: HashSet<String>,
     /// Bound pods per controller owner uid.
     pub owners: HashMap<String, u32>,
+    /// `(protocol, port)` that bound pods listen on. Pods on a board share
+    /// its address (`--pod-address`), so a `containerPort` is a host port.
+    pub ports: HashSet<(String, i32)>,
     pub pods: Vec<BoundPod>,
 }
 
@@ -179,11 +182,23 @@ impl Cluster {
         if let Some(uid) = controller_uid(pod) {
             *n.owners.entry(uid.to_string()).or_default() += 1;
         }
+        n.ports.extend(pod_ports(pod));
         n.pods.push(BoundPod {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             labels: pod.metadata.labels.clone(),
         });
     }
+}
+
+/// `(protocol, port)` of every declared `containerPort`; the protocol
+/// defaults to TCP, as in Kubernetes.
+pub fn pod_ports(pod: &Pod) -> impl Iterator<Item = (String, i32)> + '_ {
+    pod.spec.containers.iter().flat_map(|c| {
+        c.ports.iter().map(|p| {
+            let protocol = p.protocol.as_deref().unwrap_or("TCP").to_string();
+            (protocol, p.container_port)
+        })
+    })
 }
 
 /// Chooses a node for `pod` (its index in `cluster.nodes`), or says why

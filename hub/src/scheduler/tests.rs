@@ -475,3 +475,53 @@ fn one_pass_spreads_replicas_as_it_assumes_them() {
     got.sort();
     assert_eq!(got, ["n1", "n2", "n3"]);
 }
+
+fn listening(port: i32, protocol: Option<&str>) -> Value {
+    let mut p = json!({"containerPort": port});
+    if let Some(proto) = protocol {
+        p["protocol"] = json!(proto);
+    }
+    json!({"spec": {"containers": [{"name": "c", "image": "app:1", "ports": [p]}]}})
+}
+
+#[test]
+fn a_port_taken_on_a_board_keeps_a_second_listener_off_it() {
+    let nodes = vec![node("a", json!({})), node("b", json!({}))];
+    // a already runs a pod on 8080/TCP: the next one goes to b.
+    let on_a = vec![bound("a", listening(8080, None))];
+    assert_eq!(
+        pick_name(&pod(listening(8080, Some("TCP"))), &nodes, &on_a),
+        Ok("b".to_string())
+    );
+    // Another port, or the same number over UDP, does not collide.
+    assert_eq!(
+        pick_name(&pod(listening(9090, None)), &nodes, &on_a),
+        Ok("a".to_string())
+    );
+    assert_eq!(
+        pick_name(&pod(listening(8080, Some("UDP"))), &nodes, &on_a),
+        Ok("a".to_string())
+    );
+    // A finished pod no longer holds its port.
+    let mut done = bound("a", listening(8080, None));
+    done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
+    assert_eq!(
+        pick_name(&pod(listening(8080, None)), &nodes, &[done]),
+        Ok("a".to_string())
+    );
+    // Both boards taken: Kubernetes' words.
+    let both = vec![
+        bound("a", listening(8080, None)),
+        bound("b", listening(8080, None)),
+    ];
+    assert_eq!(
+        pick_name(&pod(listening(8080, None)), &nodes, &both),
+        Err("0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports.".to_string())
+    );
+    // Within one pass, a placement holds its port for the next pick.
+    let mut cluster = Cluster::new(&nodes, &[]);
+    let first = pick(&pod(listening(80, None)), &cluster).unwrap();
+    cluster.assume(first, &pod(listening(80, None)));
+    let second = pick(&pod(listening(80, None)), &cluster).unwrap();
+    assert_ne!(first, second);
+}
