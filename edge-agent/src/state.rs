@@ -140,6 +140,7 @@ mod tests {
                 ..Default::default()
             },
             deleting: false,
+            grace_period_seconds: None,
             config_maps: Default::default(),
             secrets: Default::default(),
         }

@@ -109,6 +109,65 @@ async fn a_deleted_pod_sees_its_stdin_close_and_is_removed_once_it_exited() {
 }
 
 #[tokio::test]
+async fn delete_with_a_grace_period_overrides_the_pods_own() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("edge-1", &[]);
+    hub.wait_node_ready("edge-1").await;
+    // Spins and never reads stdin: only the grace period stops it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spin.wasm");
+    std::fs::write(
+        &path,
+        wat::parse_str(r#"(module (func (export "_start") (loop (br 0))))"#).unwrap(),
+    )
+    .unwrap();
+    hub.push(&path, "spin:v1");
+    create(
+        &hub,
+        json!({"metadata": {"name": "stubborn"}, "spec": {
+            "terminationGracePeriodSeconds": 3600,
+            "containers": [{"name": "main", "image": "spin:v1",
+                "resources": {"limits": {"cpu": "100m"}}}]}}),
+    )
+    .await;
+    hub.wait_pod("stubborn", "Running", |p| {
+        container(p)["state"]["running"].is_object()
+    })
+    .await;
+    // `kubectl delete --grace-period=2`: the agent stops it after 2 s, not
+    // after the hour the pod asks for.
+    let out = hub.spoke(&[
+        "delete",
+        "pod",
+        "stubborn",
+        "--grace-period",
+        "2",
+        "--wait=false",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = hub.client();
+    spoke_e2e::eventually(
+        std::time::Duration::from_secs(60),
+        "the pod removed after its 2 s deletion grace",
+        || {
+            let client = client.clone();
+            async move {
+                client
+                    .get::<Value>(&format!("{PODS}/stubborn"))
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn probes_gate_readiness_and_restart_an_unhealthy_container() {
     let hub = Hub::start().await;
     let agent = hub.agent("edge-1", &["--restart-backoff-initial", "500ms"]);

@@ -123,8 +123,12 @@ struct Pod {
     /// The pod's task, until it is being stopped (then its waiter holds it).
     task: Option<JoinHandle<()>>,
     abort: AbortHandle,
-    /// Set to ask the pod's containers to stop gracefully.
-    terminating: watch::Sender<bool>,
+    /// Set to ask the pod's containers to stop gracefully, within the
+    /// grace period it carries.
+    terminating: watch::Sender<Option<Duration>>,
+    /// The deletion's grace period (`kubectl delete --grace-period`), which
+    /// wins over the spec's.
+    delete_grace: Option<Duration>,
     /// Stopping: it leaves the map once its task has ended.
     stopping: bool,
     /// It was deleted: once stopped, its log goes and the hub hears `gone`.
@@ -213,6 +217,11 @@ impl Supervisor {
         let keys: Vec<String> = pods.keys().cloned().collect();
         for key in keys {
             let deleting = wanted.get(&key).is_some_and(|d| d.deleting);
+            let delete_grace = wanted
+                .get(&key)
+                .filter(|d| d.deleting)
+                .and_then(|d| d.grace_period_seconds)
+                .map(|s| Duration::from_secs(s.max(0) as u64));
             if let Some(pod) = pods.get_mut(&key)
                 && pod.stopping
             {
@@ -238,6 +247,7 @@ impl Supervisor {
             }
             if let Some(pod) = pods.get_mut(&key) {
                 pod.deleting = deleting;
+                pod.delete_grace = delete_grace;
                 self.begin_stop(&key, pod);
             }
         }
@@ -302,11 +312,11 @@ impl Supervisor {
     /// pod's task has ended.
     fn begin_stop(&self, key: &str, pod: &mut Pod) {
         pod.stopping = true;
-        pod.terminating.send_replace(true);
+        let grace = pod.delete_grace.unwrap_or_else(|| grace_of(&pod.desired));
+        pod.terminating.send_replace(Some(grace));
         let Some(mut task) = pod.task.take() else {
             return;
         };
-        let grace = grace_of(&pod.desired);
         tracing::info!(pod = %key, grace_seconds = grace.as_secs(), deleting = pod.deleting, "stopping pod");
         let done = (
             key.to_string(),
@@ -387,7 +397,7 @@ impl Supervisor {
             evicted: None,
         }));
         let data = Arc::new(watch::Sender::new(Data::of(&desired)));
-        let terminating = watch::Sender::new(false);
+        let terminating = watch::Sender::new(None);
         let ctx = Arc::new(PodCtx {
             terminating: terminating.subscribe(),
             shared: self.shared.clone(),
@@ -409,6 +419,7 @@ impl Supervisor {
             terminating,
             stopping: false,
             deleting: false,
+            delete_grace: None,
         })
     }
 
@@ -530,7 +541,7 @@ fn grace_of(desired: &DesiredPod) -> Duration {
 struct PodCtx {
     shared: Arc<Shared>,
     /// Becomes true when the pod is to stop.
-    terminating: watch::Receiver<bool>,
+    terminating: watch::Receiver<Option<Duration>>,
     data: Arc<watch::Sender<Data>>,
     desired: DesiredPod,
     record: Arc<Mutex<Record>>,
@@ -858,7 +869,7 @@ impl PodCtx {
         container: &mut Container,
         env: Vec<(String, String)>,
         mounts: Vec<runtime::Mount>,
-        terminating: &mut watch::Receiver<bool>,
+        terminating: &mut watch::Receiver<Option<Duration>>,
         who: &str,
     ) -> Observation {
         let backoff = self.shared.settings.backoff;
@@ -881,7 +892,6 @@ impl PodCtx {
         let probe_spec = run_spec.clone();
         let run = self.shared.runtime.run(loaded, run_spec);
         tokio::pin!(run);
-        let grace = self.grace();
         type ProbeCall<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
         let mut probing: Option<(probe::Kind, Duration, ProbeCall<'_>)> = None;
         // When the instance is dropped if it has not ended, and why.
@@ -898,7 +908,7 @@ impl PodCtx {
                 _ = tokio::time::sleep_until(kill_at.as_ref().map_or_else(far, |k| k.0)), if kill_at.is_some() => {
                     break Err(kill_at.take().map(|k| k.1).unwrap_or_default());
                 }
-                _ = stopped(terminating), if !deleting => {
+                grace = stopped(terminating), if !deleting => {
                     deleting = true;
                     stop.raise();
                     let at = tokio::time::Instant::now() + grace;
@@ -934,6 +944,8 @@ impl PodCtx {
                     if effect == Effect::Kill {
                         tracing::info!(container = %who, why = container.unhealthy().unwrap_or(""), "restarting the container");
                         stop.raise();
+                        // A liveness restart gets the spec's grace period.
+                        let grace = self.grace();
                         kill_at = Some((tokio::time::Instant::now() + grace, format!(
                             "still running {}s after it was asked to stop (stdin closed): stopped",
                             grace.as_secs()
@@ -1019,9 +1031,13 @@ impl PodCtx {
     }
 }
 
-/// Completes once `terminating` is true (or its sender is gone).
-async fn stopped(terminating: &mut watch::Receiver<bool>) {
-    let _ = terminating.wait_for(|t| *t).await;
+/// Completes once the pod is asked to stop, with the grace period it has
+/// (or at once, with none, if the sender is gone).
+async fn stopped(terminating: &mut watch::Receiver<Option<Duration>>) -> Duration {
+    match terminating.wait_for(Option::is_some).await {
+        Ok(grace) => grace.unwrap_or_default(),
+        Err(_) => Duration::ZERO,
+    }
 }
 
 /// An HTTP/1.1 `GET` to the pod's port; 200–399 passes, as in
@@ -1085,7 +1101,7 @@ async fn run_container(ctx: Arc<PodCtx>, i: usize) {
     let who = format!("{}/{}", ctx.desired.key(), spec.name);
     loop {
         ctx.update(i, &container);
-        if *terminating.borrow() {
+        if terminating.borrow().is_some() {
             // Not running (a running instance is stopped gracefully in
             // `run_instance`): nothing to wait for.
             return;

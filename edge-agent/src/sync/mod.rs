@@ -655,6 +655,7 @@ mod tests {
                 ..Default::default()
             },
             deleting: false,
+            grace_period_seconds: None,
             config_maps: Default::default(),
             secrets: Default::default(),
         }

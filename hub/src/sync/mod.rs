@@ -524,6 +524,10 @@ impl Worker {
                 .unwrap_or(1),
             spec,
             deleting: p.pointer("/metadata/deletionTimestamp").is_some(),
+            grace_period_seconds: p
+                .pointer("/metadata/deletionTimestamp")
+                .and(p.pointer("/metadata/deletionGracePeriodSeconds"))
+                .and_then(Value::as_i64),
             config_maps,
             secrets,
         })

@@ -81,6 +81,12 @@ pub struct DesiredPod {
     /// Set when the pod is being deleted: stop it, then report it gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// With `deleting`: the deletion's grace period
+    /// (`metadata.deletionGracePeriodSeconds`, from `delete
+    /// --grace-period`), which wins over the spec's
+    /// `terminationGracePeriodSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<i64>,
     /// The ConfigMaps of the pod's namespace that its spec names and that
     /// exist, by name. A name missing here does not exist on the hub.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

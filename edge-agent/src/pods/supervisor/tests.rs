@@ -122,6 +122,7 @@ fn pod(name: &str, image: &str, policy: &str) -> DesiredPod {
             ..Default::default()
         },
         deleting: false,
+        grace_period_seconds: None,
         config_maps: Default::default(),
         secrets: Default::default(),
     }
@@ -276,6 +277,36 @@ async fn a_deleted_pod_that_ignores_the_stop_signal_is_stopped_after_its_grace_p
     assert!(report.gone);
     assert_eq!(report.uid, "uid-spin");
     assert!(f.supervisor.is_empty().await);
+}
+
+#[tokio::test]
+async fn a_deletion_grace_period_wins_over_the_spec_one() {
+    let mut f = fixture();
+    let digest = f.module(SPIN);
+    let mut p = pod("spin", &digest, "Always");
+    p.spec.termination_grace_period_seconds = Some(600);
+    f.supervisor.reconcile(vec![p.clone()]).await;
+    f.wait_for("phase Running", |c| phase(c) == Some("Running"))
+        .await;
+    // `delete --grace-period=1`: the hub sends the deletion's grace.
+    p.deleting = true;
+    p.grace_period_seconds = Some(1);
+    f.supervisor.reconcile(vec![p]).await;
+    let report = f
+        .wait_container("the spinner killed", |cs, _| cs.state.terminated.is_some())
+        .await;
+    let t = report.status.container_statuses[0]
+        .state
+        .terminated
+        .clone()
+        .unwrap();
+    let message = t.message.unwrap_or_default();
+    assert!(
+        message.contains("1s after it was asked to stop"),
+        "{message}"
+    );
+    f.wait_for("a gone report", |c| matches!(c, Change::Gone(_)))
+        .await;
 }
 
 /// Reads stdin until end of file, prints `stopping`, returns (exit code 0);
