@@ -41,6 +41,13 @@ pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(10);
 pub const HELLO_RETRY: Duration = Duration::from_secs(5);
 pub const HELLO_RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// After a desired state could not be persisted (a full disk, say), the
+/// agent asks the hub to send it again this long after (doubling up to
+/// [`PERSIST_RETRY_MAX`]): a board whose disk frees up catches up without
+/// waiting for the next change or reconnect.
+pub const PERSIST_RETRY: Duration = Duration::from_secs(5);
+pub const PERSIST_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// A lease is renewed every this fraction of its duration, so one lost
 /// renewal does not let it run out (as the kubelet renews its 40 s Lease
 /// every 10 s).
@@ -207,6 +214,10 @@ pub struct Handler {
     pub desired: BTreeMap<String, DesiredPod>,
     /// How long each lease renewal holds (`--lease-duration`).
     pub lease: Duration,
+    /// Desired states that could not be persisted, in a row (0 normally).
+    /// The first failure of an episode is logged as an error, the next ones
+    /// only at debug level, the recovery once.
+    pub persist_failures: u32,
 }
 
 impl Handler {
@@ -397,18 +408,38 @@ impl Handler {
         let to_save = pods.clone();
         let saved =
             tokio::task::spawn_blocking(move || state.save_desired(revision, &to_save)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                // Not durable, so not applied: the hub sends it again after
-                // the next Hello.
-                tracing::error!(revision, error = %e, "cannot persist the desired state");
-                return;
+        let error = match saved {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(error) = error {
+            // Not durable, so not applied: what runs keeps running, and the
+            // hub sends the state again when asked (see `PERSIST_RETRY`).
+            self.persist_failures += 1;
+            if self.persist_failures == 1 {
+                tracing::error!(
+                    revision,
+                    error,
+                    "cannot persist the desired state: not applied; asking the hub for it again later"
+                );
+            } else {
+                tracing::debug!(
+                    revision,
+                    error,
+                    attempts = self.persist_failures,
+                    "cannot persist the desired state yet"
+                );
             }
-            Err(e) => {
-                tracing::error!(revision, error = %e, "cannot persist the desired state");
-                return;
-            }
+            return;
+        }
+        if self.persist_failures > 0 {
+            tracing::info!(
+                revision,
+                failed_attempts = self.persist_failures,
+                "desired state persisted again"
+            );
+            self.persist_failures = 0;
         }
         self.applied = revision;
         self.desired = set;
@@ -435,7 +466,23 @@ impl Handler {
         let mut hello_retry: Option<(tokio::time::Instant, Duration)> = None;
         // While connected: when to renew the lease (each hello renews it too).
         let mut renew_at: Option<tokio::time::Instant> = None;
+        // After a failed persist: when to ask the hub for the state again.
+        let mut persist_retry: Option<tokio::time::Instant> = None;
         loop {
+            if self.persist_failures == 0 {
+                persist_retry = None;
+            } else if persist_retry.is_none() {
+                let wait = PERSIST_RETRY
+                    .saturating_mul(1 << (self.persist_failures - 1).min(16))
+                    .min(PERSIST_RETRY_MAX);
+                persist_retry = Some(tokio::time::Instant::now() + wait);
+            }
+            let retry_persist = async move {
+                match persist_retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let renew = async move {
                 match renew_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -465,6 +512,14 @@ impl Handler {
                         let wait = (wait * 2).min(HELLO_RETRY_MAX);
                         hello_retry = Some((tokio::time::Instant::now() + wait, wait));
                     }
+                }
+                () = retry_persist => {
+                    // The hub answers with what changed since the applied
+                    // revision, which the agent tries to persist again. (A
+                    // disconnected board resumes with its next hello.)
+                    self.publish(&Up::Resync { applied_revision: self.applied });
+                    // Armed again at the same wait; a new failure doubles it.
+                    persist_retry = None;
                 }
                 () = renew => {
                     self.publish(&Up::Lease { lease_seconds: self.lease.as_secs() });
@@ -625,6 +680,7 @@ mod tests {
             applied: 0,
             desired: BTreeMap::new(),
             lease: Duration::from_secs(3600),
+            persist_failures: 0,
         }
     }
 
