@@ -70,8 +70,15 @@ type Opener = Box<dyn Fn() -> Result<Database, redb::Error> + Send + Sync>;
 pub struct State {
     path: PathBuf,
     open: Opener,
+    db: Mutex<Slot>,
+}
+
+struct Slot {
     /// `None` after an IO error closed the file, until it opens again.
-    db: Mutex<Option<Database>>,
+    db: Option<Database>,
+    /// Set from an IO error to the next operation that succeeds: one
+    /// warning per episode, however many attempts fail within it.
+    failing: bool,
 }
 
 impl State {
@@ -89,13 +96,16 @@ impl State {
         let state = State {
             path: path.to_path_buf(),
             open,
-            db: Mutex::new(None),
+            db: Mutex::new(Slot {
+                db: None,
+                failing: false,
+            }),
         };
         state.with_db(|_| Ok(()))?;
         Ok(state)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Database>> {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
         // The guarded value is only a handle: a panic elsewhere leaves it usable.
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -103,29 +113,44 @@ impl State {
     /// Runs `op` on the open database, opening it first if an earlier IO
     /// error closed it, and closing it when `op` meets an IO error.
     fn with_db<T>(&self, op: impl FnOnce(&Database) -> Result<T, Error>) -> Result<T, Error> {
-        let mut guard = self.lock();
-        if guard.is_none() {
-            let database = (self.open)().map_err(Error::Db)?;
+        let mut slot = self.lock();
+        let result = Self::open_and(&mut slot, &self.open, op);
+        match &result {
+            Err(Error::Db(e)) if needs_reopen(e) => {
+                slot.db = None;
+                if !slot.failing {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "local state database failed; it is opened again at each next use until that works"
+                    );
+                }
+                slot.failing = true;
+            }
+            Ok(_) if slot.failing => {
+                tracing::info!(path = %self.path.display(), "local state database works again");
+                slot.failing = false;
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn open_and<T>(
+        slot: &mut Slot,
+        open: &Opener,
+        op: impl FnOnce(&Database) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if slot.db.is_none() {
+            let database = open().map_err(Error::Db)?;
             // Create the tables once so that readers never meet a missing table.
             let tx = database.begin_write().map_err(db)?;
             tx.open_table(DESIRED).map_err(db)?;
             tx.open_table(IMAGES).map_err(db)?;
             tx.commit().map_err(db)?;
-            *guard = Some(database);
+            slot.db = Some(database);
         }
-        let database = guard.as_ref().expect("opened above");
-        let result = op(database);
-        if let Err(Error::Db(e)) = &result
-            && needs_reopen(e)
-        {
-            tracing::warn!(
-                path = %self.path.display(),
-                error = %e,
-                "local state database failed; it is closed and opened again at its next use"
-            );
-            *guard = None;
-        }
-        result
+        op(slot.db.as_ref().expect("opened above"))
     }
 
     /// The last saved desired set (revision 0 and no pods on a fresh board).
