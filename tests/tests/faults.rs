@@ -584,6 +584,11 @@ async fn a_full_data_dir_keeps_pods_running_reports_disk_pressure_and_recovers()
         "{restored}\n--- before the kill ---\n{}",
         tail(&before_kill, 30)
     );
+    eprintln!(
+        "after the kill while full: {} (torn log lines cut off: {})",
+        restored.split("started: ").nth(1).unwrap_or(&restored),
+        agent.proc.output().matches("cut off a torn line").count()
+    );
     eventually(
         Duration::from_secs(60),
         "fresh deleted and edge-1 in sync",
