@@ -220,10 +220,80 @@ impl State {
     }
 }
 
+/// A local state on a disk that a test fills and frees.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use redb::StorageBackend;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A file that fails writes with ENOSPC while `full` is set, as a
+    /// full disk does (reads still work).
+    #[derive(Debug)]
+    struct FillableFile {
+        file: redb::backends::FileBackend,
+        full: Arc<AtomicBool>,
+    }
+
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(28)
+    }
+
+    impl StorageBackend for FillableFile {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            if self.full.load(Ordering::SeqCst) && len > self.file.len()? {
+                return Err(enospc());
+            }
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            if self.full.load(Ordering::SeqCst) {
+                // Half of the bytes land, as a write that runs out of
+                // space midway: what redb must never read back as a commit.
+                let half = data.len() / 2;
+                self.file.write(offset, &data[..half])?;
+                return Err(enospc());
+            }
+            self.file.write(offset, data)
+        }
+    }
+
+    pub(crate) fn fillable(path: &Path, full: &Arc<AtomicBool>) -> State {
+        let (file, full) = (path.to_path_buf(), full.clone());
+        State::open_with(
+            path,
+            Box::new(move || {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&file)?;
+                let backend = FillableFile {
+                    file: redb::backends::FileBackend::new(f)?,
+                    full: full.clone(),
+                };
+                Ok(redb::Builder::new().create_with_backend(backend)?)
+            }),
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::fillable;
+    use super::*;
     use spoke_api::core::{Container, PodSpec};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -274,67 +344,6 @@ mod tests {
             state.image_digest("hello:v1").unwrap().as_deref(),
             Some("sha256:abc")
         );
-    }
-
-    /// A file that fails writes with ENOSPC while `full` is set, as a
-    /// full disk does (reads still work).
-    #[derive(Debug)]
-    struct FillableFile {
-        file: redb::backends::FileBackend,
-        full: Arc<AtomicBool>,
-    }
-
-    fn enospc() -> std::io::Error {
-        std::io::Error::from_raw_os_error(28)
-    }
-
-    impl StorageBackend for FillableFile {
-        fn len(&self) -> Result<u64, std::io::Error> {
-            self.file.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-            self.file.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-            if self.full.load(Ordering::SeqCst) && len > self.file.len()? {
-                return Err(enospc());
-            }
-            self.file.set_len(len)
-        }
-        fn sync_data(&self) -> Result<(), std::io::Error> {
-            self.file.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-            if self.full.load(Ordering::SeqCst) {
-                // Half of the bytes land, as a write that runs out of
-                // space midway: what redb must never read back as a commit.
-                let half = data.len() / 2;
-                self.file.write(offset, &data[..half])?;
-                return Err(enospc());
-            }
-            self.file.write(offset, data)
-        }
-    }
-
-    fn fillable(path: &Path, full: &Arc<AtomicBool>) -> State {
-        let (file, full) = (path.to_path_buf(), full.clone());
-        State::open_with(
-            path,
-            Box::new(move || {
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&file)?;
-                let backend = FillableFile {
-                    file: redb::backends::FileBackend::new(f)?,
-                    full: full.clone(),
-                };
-                Ok(redb::Builder::new().create_with_backend(backend)?)
-            }),
-        )
-        .unwrap()
     }
 
     #[test]

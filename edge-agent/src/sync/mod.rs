@@ -43,10 +43,12 @@ pub const HELLO_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// After a desired state could not be persisted (a full disk, say), the
 /// agent asks the hub to send it again this long after (doubling up to
-/// [`PERSIST_RETRY_MAX`]): a board whose disk frees up catches up without
+/// [`PERSIST_RETRY_MAX`], so that a disk full for days costs a delta every
+/// few minutes), and at once when the board's conditions change (its
+/// DiskPressure clears): a board whose disk frees up catches up without
 /// waiting for the next change or reconnect.
 pub const PERSIST_RETRY: Duration = Duration::from_secs(5);
-pub const PERSIST_RETRY_MAX: Duration = Duration::from_secs(30);
+pub const PERSIST_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// A lease is renewed every this fraction of its duration, so one lost
 /// renewal does not let it run out (as the kubelet renews its 40 s Lease
@@ -573,6 +575,9 @@ impl Handler {
                 Ok(()) = node_rx.changed() => {
                     self.node = node_rx.borrow_and_update().clone();
                     self.publish(&Up::Node { node: self.node.clone() });
+                    if self.persist_failures > 0 {
+                        persist_retry = Some(tokio::time::Instant::now());
+                    }
                 }
                 _ = flush => {
                     flush_at = None;
@@ -649,7 +654,12 @@ mod tests {
     }
 
     async fn handler(dir: &std::path::Path) -> Handler {
-        let state = Arc::new(State::open(&dir.join("state.redb")).unwrap());
+        let state = State::open(&dir.join("state.redb")).unwrap();
+        handler_on(dir, state).await
+    }
+
+    async fn handler_on(dir: &std::path::Path, state: State) -> Handler {
+        let state = Arc::new(state);
         let runtime = Arc::new(crate::runtime::Runtime::new(&dir.join("compiled")).unwrap());
         let (outbox, _rx) = Outbox::new();
         let store = crate::modules::Store::new(&dir.join("modules"));
@@ -736,6 +746,38 @@ mod tests {
         h.on_desired(4, vec![desired_pod("a")]).await;
         running(&h, 1).await;
         assert_eq!(h.state.load().unwrap().revision, 4);
+        h.supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_desired_state_that_cannot_be_persisted_is_not_applied_until_it_can_be() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let full = Arc::new(AtomicBool::new(false));
+        let state = crate::state::testing::fillable(&dir.path().join("state.redb"), &full);
+        let mut h = handler_on(dir.path(), state).await;
+        h.on_desired(3, vec![desired_pod("a")]).await;
+        running(&h, 1).await;
+
+        // Big enough that the commit needs new pages of the full disk.
+        let mut big = desired_pod("b");
+        big.uid = "u".repeat(200_000);
+        full.store(true, Ordering::SeqCst);
+        for attempt in 1..=3 {
+            h.on_delta(3, 4, vec![big.clone()], vec![]).await;
+            // Not durable, so not applied: a keeps running alone.
+            assert_eq!((h.applied, h.persist_failures), (3, attempt));
+            assert_eq!(h.desired.len(), 1);
+            running(&h, 1).await;
+        }
+
+        full.store(false, Ordering::SeqCst);
+        // What the hub sends again on the agent's Resync.
+        h.on_delta(3, 4, vec![big], vec![]).await;
+        assert_eq!((h.applied, h.persist_failures), (4, 0));
+        running(&h, 2).await;
+        let saved = h.state.load().unwrap();
+        assert_eq!((saved.revision, saved.pods.len()), (4, 2));
         h.supervisor.shutdown().await;
     }
 
