@@ -97,6 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         applied: saved.revision,
         desired,
         lease: config.lease_duration,
+        persist_failures: 0,
     };
     let handler = tokio::spawn(handler.handle(inbound_rx, changes, outbox_rx, node_rx));
 

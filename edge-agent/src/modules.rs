@@ -97,10 +97,13 @@ impl Store {
         let tmp = self
             .dir
             .join(format!("{hex}.tmp{}-{n}", std::process::id()));
-        fs::write(&tmp, bytes)?;
-        fs::rename(&tmp, &path).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })?;
+        // On a full disk the write fails midway: the fragment must not stay
+        // behind, taking space nobody would ever give back.
+        fs::write(&tmp, bytes)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
         Ok(path)
     }
 }

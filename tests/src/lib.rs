@@ -752,8 +752,55 @@ impl Mosquitto {
     }
 }
 
+/// A tmpfs of a given size mounted on a directory, unmounted on drop (also
+/// when a test panics). Needs root (CI runs as root).
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`16m`) on `path`, creating the directory.
+    /// Panics with what is needed when this process is not root.
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        assert!(
+            running_as_root(),
+            "this test mounts a tmpfs (mount -t tmpfs) and must run as root (CI does); \
+             run it with sudo or in a root container"
+        );
+        std::fs::create_dir_all(path).expect("create the mount point");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a file in it (a killed agent's
+        // zombie, say) must not leave the mount behind.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
 /// Whether this process runs as root (uid 0), read from /proc.
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

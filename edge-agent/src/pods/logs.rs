@@ -17,6 +17,13 @@
 //! cards wear out, and a chatty guest printing one line at a time must not
 //! turn into one flash write per line. A crash of the agent can lose up to a
 //! second of log lines; that is the trade.
+//!
+//! A full disk (or any write error) drops lines, never the guest: the error
+//! is logged once, the buffer is discarded, and while the episode lasts the
+//! log tries again at most once per [`RETRY_INTERVAL`], counting what it
+//! drops. A line torn by the error (or by a crash midway through a write)
+//! is cut off when the file is opened again, so every line read back is
+//! whole.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -24,10 +31,13 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Size at which a log file is rotated.
 pub const ROTATE_BYTES: u64 = 1024 * 1024;
+
+/// While writes fail, how often the log tries again.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A partial line longer than this is written out as a line of its own, so
 /// that a guest printing without newlines cannot grow memory without end.
@@ -45,6 +55,9 @@ struct Writer {
     file: Option<BufWriter<File>>,
     size: u64,
     dirty: bool,
+    /// Set while writes fail: when the episode's last attempt was, and how
+    /// many lines were dropped since it began.
+    failing: Option<(Instant, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,18 +66,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PodLog {
-    /// Opens (appending) the log of pod `namespace/name` under `dir`.
+    /// Opens (appending) the log of pod `namespace/name` under `dir`; a
+    /// line left torn at its end is cut off.
     pub fn open(dir: &Path, namespace: &str, name: &str) -> io::Result<Arc<PodLog>> {
         fs::create_dir_all(dir)?;
         let path = dir.join(format!("{namespace}_{name}.log"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        let (file, size) = open_whole(&path)?;
         Ok(Arc::new(PodLog {
             path,
             inner: Mutex::new(Writer {
                 file: Some(BufWriter::new(file)),
                 size,
                 dirty: false,
+                failing: None,
             }),
         }))
     }
@@ -87,10 +101,54 @@ impl PodLog {
         let text = text.strip_suffix('\r').unwrap_or(&text);
         let record = format!("{stamp} {stream} {text}\n");
         let mut w = lock(&self.inner);
-        if let Err(e) = self.append(&mut w, record.as_bytes()) {
-            // The guest must not fail because the card is full: drop the line.
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write pod log");
+        let Some((last_try, dropped)) = w.failing else {
+            if let Err(e) = self.append(&mut w, record.as_bytes()) {
+                // The guest must not fail because the card is full: drop the line.
+                self.failed(&mut w, &e);
+            }
+            return;
+        };
+        if last_try.elapsed() < RETRY_INTERVAL {
+            w.failing = Some((last_try, dropped + 1));
+            return;
         }
+        // Written through at once: the episode ends only when bytes are
+        // known to be on the file.
+        let result = self.append(&mut w, record.as_bytes()).and_then(|()| {
+            w.dirty = false;
+            w.file.as_mut().expect("append leaves a file").flush()
+        });
+        match result {
+            Ok(()) => {
+                tracing::info!(path = %self.path.display(), dropped, "pod log is written again");
+                w.failing = None;
+            }
+            Err(_) => {
+                self.discard(&mut w);
+                w.failing = Some((Instant::now(), dropped + 1));
+            }
+        }
+    }
+
+    /// Starts a failure episode: logged once, the buffer dropped (it may
+    /// hold part of a line; the next open cuts off whatever part of it
+    /// reached the file).
+    fn failed(&self, w: &mut Writer, e: &io::Error) {
+        tracing::warn!(
+            path = %self.path.display(),
+            error = %e,
+            "cannot write pod log: dropping its lines until writing works again"
+        );
+        self.discard(w);
+        w.failing = Some((Instant::now(), 1));
+    }
+
+    fn discard(&self, w: &mut Writer) {
+        if let Some(f) = w.file.take() {
+            // Without flushing: the bytes it holds are what failed.
+            let _ = f.into_parts();
+        }
+        w.dirty = false;
     }
 
     fn append(&self, w: &mut Writer, record: &[u8]) -> io::Result<()> {
@@ -109,10 +167,8 @@ impl PodLog {
         let file = match &mut w.file {
             Some(f) => f,
             None => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?;
+                let (file, size) = open_whole(&self.path)?;
+                w.size = size;
                 w.file.insert(BufWriter::new(file))
             }
         };
@@ -138,7 +194,7 @@ impl PodLog {
         if let Some(f) = &mut w.file
             && let Err(e) = f.flush()
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot flush pod log");
+            self.failed(&mut w, &e);
         }
         w.dirty = false;
     }
@@ -192,6 +248,41 @@ impl PodLog {
             partial: Arc::new(Mutex::new(Vec::new())),
         }
     }
+}
+
+/// Opens `path` for appending and cuts off a torn last line (one without
+/// its newline: a write that failed midway, or a crash), so that readers
+/// never take a fragment for a line. Returns the file and its size.
+fn open_whole(path: &Path) -> io::Result<(File, u64)> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 64 * 1024;
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let mut last = [0u8];
+    if len == 0 || (file.read_at(&mut last, len - 1)? == 1 && last[0] == b'\n') {
+        return Ok((file, len));
+    }
+    // Back to just after the last newline (or to the start).
+    let mut end = len;
+    let whole = loop {
+        let start = end.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut chunk, start)?;
+        if let Some(nl) = chunk.iter().rposition(|b| *b == b'\n') {
+            break start + nl as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    tracing::warn!(path = %path.display(), bytes = len - whole, "cut off a torn line at the end of a pod log");
+    file.set_len(whole)?;
+    Ok((file, whole))
 }
 
 /// The stream field of the marker line that starts an instance.
@@ -533,5 +624,61 @@ mod tests {
         log.flush();
         log.remove();
         assert!(!log.path().exists());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_when_the_log_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("default_p.log");
+        let whole = "2026-01-01T00:00:00.000Z stdout one\n2026-01-01T00:00:01.000Z stdout two\n";
+        fs::write(&path, format!("{whole}2026-01-01T00:00:02.0")).unwrap();
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        log.line("stdout", b"three");
+        let lines = log.tail(10).unwrap();
+        let texts: Vec<&str> = lines.iter().map(|l| message_of(l)).collect();
+        assert_eq!(texts, ["one", "two", "three"]);
+        assert!(fs::read_to_string(&path).unwrap().starts_with(whole));
+        // A fragment with no newline at all goes whole; a log that ends
+        // with its newline is left as it is.
+        fs::write(&path, "2026-01-01T00:00:02.0").unwrap();
+        drop(PodLog::open(dir.path(), "default", "p").unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        fs::write(&path, whole).unwrap();
+        drop(PodLog::open(dir.path(), "default", "p").unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), whole);
+    }
+
+    #[test]
+    fn a_full_disk_drops_lines_in_one_episode_and_writing_resumes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("default_p.log");
+        // /dev/full answers every write with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let log = PodLog::open(dir.path(), "default", "p").unwrap();
+        let line = "z".repeat(100);
+        for _ in 0..500 {
+            log.line("stdout", line.as_bytes());
+            log.flush();
+        }
+        let (_, dropped) = lock(&log.inner).failing.expect("a failure episode");
+        // Everything after the buffer first filled up, in one episode.
+        assert!(dropped > 400, "{dropped}");
+        assert!(lock(&log.inner).file.is_none());
+
+        // Space returns (here: a real file again); the next line after the
+        // retry interval ends the episode and is on disk at once.
+        fs::remove_file(&path).unwrap();
+        std::thread::sleep(RETRY_INTERVAL + Duration::from_millis(50));
+        log.line("stdout", b"back");
+        assert!(lock(&log.inner).failing.is_none());
+        assert!(
+            fs::read_to_string(&path)
+                .unwrap()
+                .ends_with(" stdout back\n")
+        );
+        log.line("stdout", b"and on");
+        let lines = log.tail(10).unwrap();
+        let texts: Vec<&str> = lines.iter().map(|l| message_of(l)).collect();
+        assert_eq!(texts, ["back", "and on"]);
     }
 }

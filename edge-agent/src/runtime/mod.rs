@@ -376,10 +376,12 @@ impl Runtime {
         // A unique temporary name: two pods may compile the same digest at once.
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        fs::write(&tmp, bytes)?;
-        fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        // A write that fails midway (a full disk) leaves no fragment behind.
+        fs::write(&tmp, bytes)
+            .and_then(|()| fs::rename(&tmp, path))
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
     }
 
     /// A WASI context builder with the spec's argv, env and preopens.

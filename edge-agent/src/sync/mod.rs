@@ -41,6 +41,15 @@ pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(10);
 pub const HELLO_RETRY: Duration = Duration::from_secs(5);
 pub const HELLO_RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// After a desired state could not be persisted (a full disk, say), the
+/// agent asks the hub to send it again this long after (doubling up to
+/// [`PERSIST_RETRY_MAX`], so that a disk full for days costs a delta every
+/// few minutes), and at once when the board's conditions change (its
+/// DiskPressure clears): a board whose disk frees up catches up without
+/// waiting for the next change or reconnect.
+pub const PERSIST_RETRY: Duration = Duration::from_secs(5);
+pub const PERSIST_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// A lease is renewed every this fraction of its duration, so one lost
 /// renewal does not let it run out (as the kubelet renews its 40 s Lease
 /// every 10 s).
@@ -207,6 +216,10 @@ pub struct Handler {
     pub desired: BTreeMap<String, DesiredPod>,
     /// How long each lease renewal holds (`--lease-duration`).
     pub lease: Duration,
+    /// Desired states that could not be persisted, in a row (0 normally).
+    /// The first failure of an episode is logged as an error, the next ones
+    /// only at debug level, the recovery once.
+    pub persist_failures: u32,
 }
 
 impl Handler {
@@ -397,18 +410,38 @@ impl Handler {
         let to_save = pods.clone();
         let saved =
             tokio::task::spawn_blocking(move || state.save_desired(revision, &to_save)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                // Not durable, so not applied: the hub sends it again after
-                // the next Hello.
-                tracing::error!(revision, error = %e, "cannot persist the desired state");
-                return;
+        let error = match saved {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(error) = error {
+            // Not durable, so not applied: what runs keeps running, and the
+            // hub sends the state again when asked (see `PERSIST_RETRY`).
+            self.persist_failures += 1;
+            if self.persist_failures == 1 {
+                tracing::error!(
+                    revision,
+                    error,
+                    "cannot persist the desired state: not applied; asking the hub for it again later"
+                );
+            } else {
+                tracing::debug!(
+                    revision,
+                    error,
+                    attempts = self.persist_failures,
+                    "cannot persist the desired state yet"
+                );
             }
-            Err(e) => {
-                tracing::error!(revision, error = %e, "cannot persist the desired state");
-                return;
-            }
+            return;
+        }
+        if self.persist_failures > 0 {
+            tracing::info!(
+                revision,
+                failed_attempts = self.persist_failures,
+                "desired state persisted again"
+            );
+            self.persist_failures = 0;
         }
         self.applied = revision;
         self.desired = set;
@@ -435,7 +468,23 @@ impl Handler {
         let mut hello_retry: Option<(tokio::time::Instant, Duration)> = None;
         // While connected: when to renew the lease (each hello renews it too).
         let mut renew_at: Option<tokio::time::Instant> = None;
+        // After a failed persist: when to ask the hub for the state again.
+        let mut persist_retry: Option<tokio::time::Instant> = None;
         loop {
+            if self.persist_failures == 0 {
+                persist_retry = None;
+            } else if persist_retry.is_none() {
+                let wait = PERSIST_RETRY
+                    .saturating_mul(1 << (self.persist_failures - 1).min(16))
+                    .min(PERSIST_RETRY_MAX);
+                persist_retry = Some(tokio::time::Instant::now() + wait);
+            }
+            let retry_persist = async move {
+                match persist_retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let renew = async move {
                 match renew_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -465,6 +514,14 @@ impl Handler {
                         let wait = (wait * 2).min(HELLO_RETRY_MAX);
                         hello_retry = Some((tokio::time::Instant::now() + wait, wait));
                     }
+                }
+                () = retry_persist => {
+                    // The hub answers with what changed since the applied
+                    // revision, which the agent tries to persist again. (A
+                    // disconnected board resumes with its next hello.)
+                    self.publish(&Up::Resync { applied_revision: self.applied });
+                    // Armed again at the same wait; a new failure doubles it.
+                    persist_retry = None;
                 }
                 () = renew => {
                     self.publish(&Up::Lease { lease_seconds: self.lease.as_secs() });
@@ -518,6 +575,9 @@ impl Handler {
                 Ok(()) = node_rx.changed() => {
                     self.node = node_rx.borrow_and_update().clone();
                     self.publish(&Up::Node { node: self.node.clone() });
+                    if self.persist_failures > 0 {
+                        persist_retry = Some(tokio::time::Instant::now());
+                    }
                 }
                 _ = flush => {
                     flush_at = None;
@@ -594,7 +654,12 @@ mod tests {
     }
 
     async fn handler(dir: &std::path::Path) -> Handler {
-        let state = Arc::new(State::open(&dir.join("state.redb")).unwrap());
+        let state = State::open(&dir.join("state.redb")).unwrap();
+        handler_on(dir, state).await
+    }
+
+    async fn handler_on(dir: &std::path::Path, state: State) -> Handler {
+        let state = Arc::new(state);
         let runtime = Arc::new(crate::runtime::Runtime::new(&dir.join("compiled")).unwrap());
         let (outbox, _rx) = Outbox::new();
         let store = crate::modules::Store::new(&dir.join("modules"));
@@ -625,6 +690,7 @@ mod tests {
             applied: 0,
             desired: BTreeMap::new(),
             lease: Duration::from_secs(3600),
+            persist_failures: 0,
         }
     }
 
@@ -681,6 +747,38 @@ mod tests {
         h.on_desired(4, vec![desired_pod("a")]).await;
         running(&h, 1).await;
         assert_eq!(h.state.load().unwrap().revision, 4);
+        h.supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_desired_state_that_cannot_be_persisted_is_not_applied_until_it_can_be() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let full = Arc::new(AtomicBool::new(false));
+        let state = crate::state::testing::fillable(&dir.path().join("state.redb"), &full);
+        let mut h = handler_on(dir.path(), state).await;
+        h.on_desired(3, vec![desired_pod("a")]).await;
+        running(&h, 1).await;
+
+        // Big enough that the commit needs new pages of the full disk.
+        let mut big = desired_pod("b");
+        big.uid = "u".repeat(200_000);
+        full.store(true, Ordering::SeqCst);
+        for attempt in 1..=3 {
+            h.on_delta(3, 4, vec![big.clone()], vec![]).await;
+            // Not durable, so not applied: a keeps running alone.
+            assert_eq!((h.applied, h.persist_failures), (3, attempt));
+            assert_eq!(h.desired.len(), 1);
+            running(&h, 1).await;
+        }
+
+        full.store(false, Ordering::SeqCst);
+        // What the hub sends again on the agent's Resync.
+        h.on_delta(3, 4, vec![big], vec![]).await;
+        assert_eq!((h.applied, h.persist_failures), (4, 0));
+        running(&h, 2).await;
+        let saved = h.state.load().unwrap();
+        assert_eq!((saved.revision, saved.pods.len()), (4, 2));
         h.supervisor.shutdown().await;
     }
 
