@@ -566,6 +566,31 @@ impl Lcg {
     }
 }
 
+/// The module at `path` with a custom section of `bytes` appended: it
+/// runs the same, under another digest.
+fn with_custom_section(path: &Path, bytes: usize) -> Vec<u8> {
+    let mut wasm = std::fs::read(path).unwrap();
+    let name = b"spoke-padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    // Not all zeros, so that no layer on the way can squeeze it.
+    let mut rng = Lcg(7);
+    payload.extend((0..bytes).map(|_| rng.below(256) as u8));
+    wasm.push(0); // custom section
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            wasm.push(byte);
+            break;
+        }
+        wasm.push(byte | 0x80);
+    }
+    wasm.extend(payload);
+    wasm
+}
+
 /// What a change to the stream did.
 enum Change {
     Create,
@@ -577,8 +602,16 @@ enum Change {
 
 #[tokio::test]
 async fn a_board_losing_30_percent_of_its_packets_stays_in_sync_through_a_stream_of_changes() {
-    let b = Board::start(&[]).await;
+    // The shortest keepalive: pings that time out on the lossy link end
+    // the connection, so resume under loss is part of what is tested.
+    let b = Board::start(&["--keepalive", "5s"]).await;
     let (hub, c) = (&b.hub, b.hub.client());
+    // Updates switch pods to hello:v2, a module the board has not got: it
+    // fetches its 300 KiB in chunks over the lossy link.
+    let padded = tempfile::tempdir().unwrap();
+    let v2 = padded.path().join("hello-v2.wasm");
+    std::fs::write(&v2, with_custom_section(&example_wasm("hello"), 300 * 1024)).unwrap();
+    hub.push(&v2, "hello:v2");
     config_objects(&c, "loss-config", "g0").await;
     c.create(PODS, &config_pod("cfg", "loss-config"))
         .await
@@ -631,7 +664,7 @@ async fn a_board_losing_30_percent_of_its_packets_stays_in_sync_through_a_stream
                 c.patch(
                     &format!("{PODS}/{name}"),
                     MERGE,
-                    &json!({"spec": {"containers": [{"name": "main", "image": "hello:v1",
+                    &json!({"spec": {"containers": [{"name": "main", "image": "hello:v2",
                               "env": [{"name": "GREETING", "value": format!("{name}-{version}")}]}]}}),
                 )
                 .await
