@@ -808,9 +808,11 @@ async fn a_board_losing_30_percent_of_its_packets_stays_in_sync_through_a_stream
     assert_eq!(incarnation(&cfg), cfg_before, "cfg restarted");
     assert_eq!(instance_markers(&b.pod_log("cfg")), 1);
     let reconnects = since.matches("connected to the hub").count();
+    let pull_failures = since.matches("image pull failed").count();
     println!(
         "30% loss both ways: 30 changes in {changes_took:?}, converged {converged_after:?} after the first; \
-         {dropped} packets dropped; {} revisions committed; {reconnects} reconnects",
+         {dropped} packets dropped; {} revisions committed; {reconnects} reconnects; \
+         {pull_failures} failed tries to pull hello:v2",
         applied_revisions(since).len()
     );
 }
