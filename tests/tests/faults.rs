@@ -1,6 +1,7 @@
 //! Faults with real processes (issue 9): `kill -9` of an agent in the middle
 //! of pod churn, again and again. (`kill -9` of the hub during acknowledged
-//! writes is in `api.rs`; partitions in `sync.rs` and `nodes.rs`.)
+//! writes is in `api.rs`; partitions through a proxy in `sync.rs` and
+//! `nodes.rs`, on a real link cut by nftables in `netfaults.rs`.)
 //!
 //! `SPOKE_SOAK=1` runs the issue's 100 kills; CI runs a few.
 
