@@ -146,13 +146,36 @@ impl Outbox {
 
 type ChunkTx = mpsc::UnboundedSender<(ModuleChunk, Vec<u8>)>;
 
+/// At most this many unfinished pulls are kept for resuming.
+const MAX_PARTIAL: usize = 4;
+
+/// Pulls that gave up are remembered (id → image) this many at a time, so
+/// that their chunks arriving late still count.
+const MAX_RETIRED: usize = 64;
+
+/// The bytes of a pull that did not finish (no chunk in time, link lost),
+/// kept so that the next pull of the same image goes on from where it
+/// stopped. On a link that drops every minute or so, a module that needs
+/// longer than that would otherwise never arrive, each try starting again
+/// at byte 0 (seen with 30% packet loss: tests/tests/netfaults.rs).
+struct Partial {
+    digest: String,
+    total: u64,
+    bytes: Vec<u8>,
+}
+
 /// Runs pulls: sends requests through the [`Outbox`] and routes incoming
 /// chunks to the pull that asked for them.
 pub struct Fetcher {
     store: Store,
     outbox: Outbox,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, ChunkTx>>,
+    /// Pulls under way: id → (image, where their chunks go).
+    pending: Mutex<HashMap<u64, (String, ChunkTx)>>,
+    /// Unfinished pulls by image reference (see [`Partial`]).
+    partial: Mutex<HashMap<String, Partial>>,
+    /// Ids of pulls that gave up, with their image, oldest first.
+    retired: Mutex<std::collections::VecDeque<(u64, String)>>,
     timeout: Duration,
 }
 
@@ -181,6 +204,8 @@ impl Fetcher {
             outbox,
             next_id: AtomicU64::new(seed),
             pending: Mutex::new(HashMap::new()),
+            partial: Mutex::new(HashMap::new()),
+            retired: Mutex::new(std::collections::VecDeque::new()),
             timeout: CHUNK_TIMEOUT,
         }
     }
@@ -195,30 +220,144 @@ impl Fetcher {
         &self.store
     }
 
-    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ChunkTx>> {
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, ChunkTx)>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Hands a chunk from the module topic to its pull. Chunks for no known
     /// pull (late, duplicated, for an earlier process) are dropped.
     pub fn on_chunk(&self, header: ModuleChunk, data: &[u8]) {
-        let tx = self.pending_map().get(&header.id).cloned();
+        let tx = self.pending_map().get(&header.id).map(|(_, tx)| tx.clone());
         match tx {
             Some(tx) => {
                 let _ = tx.send((header, data.to_vec()));
             }
-            None => tracing::debug!(id = header.id, "dropping a module chunk nobody asked for"),
+            None => self.late_chunk(header, data),
         }
     }
 
-    /// Fetches `image` from the hub unless its digest is cached; returns the digest.
+    /// A chunk for a pull that gave up waiting for it (on a slow or lossy
+    /// link the answer comes, only late): it goes to the pull of the same
+    /// image under way now, or extends the bytes kept for that image, so a
+    /// slow link still makes progress. Anything else is dropped.
+    fn late_chunk(&self, header: ModuleChunk, data: &[u8]) {
+        let image = {
+            let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired
+                .iter()
+                .find(|(id, _)| *id == header.id)
+                .map(|(_, image)| image.clone())
+        };
+        let Some(image) = image.filter(|_| header.error.is_none()) else {
+            tracing::debug!(id = header.id, "dropping a module chunk nobody asked for");
+            return;
+        };
+        let active = self
+            .pending_map()
+            .values()
+            .find(|(i, _)| *i == image)
+            .map(|(_, tx)| tx.clone());
+        if let Some(tx) = active {
+            // That pull checks digest, total and offset as for its own.
+            let _ = tx.send((header, data.to_vec()));
+            return;
+        }
+        let mut map = self.partial_map();
+        let room = map.len() < MAX_PARTIAL;
+        let named = !image.starts_with("sha256:") || image == header.digest;
+        match map.get_mut(&image) {
+            Some(p)
+                if p.digest == header.digest
+                    && p.total == header.total
+                    && p.bytes.len() as u64 == header.offset
+                    && p.bytes.len() as u64 + data.len() as u64 <= p.total =>
+            {
+                p.bytes.extend_from_slice(data);
+            }
+            // The first chunk itself came late: keep it as the start. The
+            // digest is checked again when the module is complete.
+            None if header.offset == 0
+                && hex_of(&header.digest).is_some()
+                && (data.len() as u64) <= header.total
+                && header.total <= MAX_MODULE_BYTES
+                && named
+                && room =>
+            {
+                map.insert(
+                    image,
+                    Partial {
+                        digest: header.digest,
+                        total: header.total,
+                        bytes: data.to_vec(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Remembers that pull `id` of `image` gave up.
+    fn retire(&self, id: u64, image: &str) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        if retired.len() >= MAX_RETIRED {
+            retired.pop_front();
+        }
+        retired.push_back((id, image.to_string()));
+    }
+
+    fn partial_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Partial>> {
+        self.partial.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps what an unfinished pull of `image` got, for the next one.
+    fn keep_partial(&self, image: &str, partial: Partial) {
+        if partial.digest.is_empty() || partial.bytes.is_empty() {
+            return;
+        }
+        let mut map = self.partial_map();
+        let longer = map
+            .get(image)
+            .is_none_or(|p| p.digest != partial.digest || p.bytes.len() < partial.bytes.len());
+        if longer && (map.len() < MAX_PARTIAL || map.contains_key(image)) {
+            map.insert(image.to_string(), partial);
+        }
+    }
+
+    /// Fetches `image` from the hub unless its digest is cached; returns the
+    /// digest. A pull that ends for want of an answer (timeout, link lost)
+    /// leaves its bytes for the next pull of `image`, which asks for the
+    /// rest only (and starts over if the hub now names another digest).
     pub async fn pull(&self, image: &str) -> Result<String, Error> {
         if !self.outbox.is_connected() {
             return Err(Error::NotConnected);
         }
+        let resumed = self.partial_map().remove(image);
+        let mut partial = resumed.unwrap_or(Partial {
+            digest: String::new(),
+            total: 0,
+            bytes: Vec::new(),
+        });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match self.pull_from(id, image, &mut partial).await {
+            Err(e @ (Error::Timeout(_) | Error::NotConnected)) => {
+                self.keep_partial(image, partial);
+                self.retire(id, image);
+                Err(e)
+            }
+            done => done,
+        }
+    }
+
+    /// [`Fetcher::pull`], going on from `partial` (its digest is not yet
+    /// confirmed by the hub when its bytes come from an earlier pull).
+    async fn pull_from(
+        &self,
+        id: u64,
+        image: &str,
+        partial: &mut Partial,
+    ) -> Result<String, Error> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.pending_map().insert(id, tx);
+        self.pending_map().insert(id, (image.to_string(), tx));
         let _guard = PendingGuard { fetcher: self, id };
 
         let request = |offset: u64| Up::ModuleRequest {
@@ -226,12 +365,16 @@ impl Fetcher {
             image: image.to_string(),
             offset,
         };
-        if !self.outbox.send(request(0)) {
+        if !self.outbox.send(request(partial.bytes.len() as u64)) {
             return Err(Error::NotConnected);
         }
-        let mut digest = String::new();
-        let mut total = 0u64;
-        let mut bytes: Vec<u8> = Vec::new();
+        let Partial {
+            digest,
+            total,
+            bytes,
+        } = partial;
+        // Whether the hub has named the digest in this pull.
+        let mut confirmed = false;
         loop {
             let (chunk, data) = match tokio::time::timeout(self.timeout, rx.recv()).await {
                 Ok(Some(c)) => c,
@@ -241,7 +384,24 @@ impl Fetcher {
             if let Some(e) = chunk.error {
                 return Err(Error::Remote(e));
             }
+            if !confirmed && !digest.is_empty() {
+                confirmed = true;
+                if chunk.digest != *digest || chunk.total != *total {
+                    // The image names another module since the earlier
+                    // pull: its bytes are of no use.
+                    digest.clear();
+                    bytes.clear();
+                    if !self.outbox.send(request(0)) {
+                        return Err(Error::NotConnected);
+                    }
+                    continue;
+                }
+                if self.store.contains(digest) {
+                    return Ok(digest.clone());
+                }
+            }
             if digest.is_empty() {
+                confirmed = true;
                 if hex_of(&chunk.digest).is_none() {
                     return Err(Error::Protocol(format!(
                         "'{}' is not a sha256 digest",
@@ -254,9 +414,9 @@ impl Fetcher {
                         actual: chunk.digest,
                     });
                 }
-                digest = chunk.digest.clone();
-                if self.store.contains(&digest) {
-                    return Ok(digest);
+                *digest = chunk.digest.clone();
+                if self.store.contains(digest) {
+                    return Ok(digest.clone());
                 }
                 if chunk.total > MAX_MODULE_BYTES {
                     return Err(Error::Protocol(format!(
@@ -264,28 +424,29 @@ impl Fetcher {
                         chunk.total
                     )));
                 }
-                total = chunk.total;
-                bytes.reserve(total as usize);
+                *total = chunk.total;
+                bytes.reserve(*total as usize);
             }
-            if chunk.digest != digest || chunk.total != total {
+            if chunk.digest != *digest || chunk.total != *total {
                 return Err(Error::Protocol("chunks of different modules".into()));
             }
             if chunk.offset != bytes.len() as u64 {
                 // A duplicate (QoS 1 redelivery): ignore it and keep waiting.
                 continue;
             }
-            if bytes.len() as u64 + data.len() as u64 > total {
+            if bytes.len() as u64 + data.len() as u64 > *total {
                 return Err(Error::Protocol("more bytes than announced".into()));
             }
             bytes.extend_from_slice(&data);
-            if bytes.len() as u64 == total {
+            if bytes.len() as u64 == *total {
                 let store = self.store.clone();
                 let d = digest.clone();
                 // Hashing and writing megabytes belongs off the async threads.
-                tokio::task::spawn_blocking(move || store.put(&d, &bytes))
+                let all = std::mem::take(bytes);
+                tokio::task::spawn_blocking(move || store.put(&d, &all))
                     .await
                     .map_err(|e| Error::Io(io::Error::other(e)))??;
-                return Ok(digest);
+                return Ok(digest.clone());
             }
             if data.is_empty() {
                 return Err(Error::Protocol("an empty chunk before the end".into()));
@@ -364,6 +525,147 @@ mod tests {
         drop(fetcher);
         let offsets = hub.await.unwrap();
         assert_eq!(offsets, [0, 131072, 262144, 0]);
+    }
+
+    /// Plays the hub for one request from `rx`: answers it with the chunk
+    /// of `module` at the offset asked for, or not at all. Returns the offset.
+    async fn answer(
+        fetcher: &Fetcher,
+        rx: &mut mpsc::UnboundedReceiver<Up>,
+        module: &[u8],
+        reply: bool,
+    ) -> u64 {
+        let Some(Up::ModuleRequest { id, offset, .. }) = rx.recv().await else {
+            panic!("a module request");
+        };
+        if reply {
+            let start = offset as usize;
+            let end = (start + 100).min(module.len());
+            let header = ModuleChunk {
+                id,
+                digest: digest_of(module),
+                offset,
+                total: module.len() as u64,
+                error: None,
+            };
+            fetcher.on_chunk(header, &module[start..end]);
+        }
+        offset
+    }
+
+    #[tokio::test]
+    async fn a_pull_that_times_out_is_resumed_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, mut rx) = Outbox::new();
+        outbox.set_connected(true);
+        let fetcher = Arc::new(
+            Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(200)),
+        );
+        let module: Vec<u8> = (0..250u32).map(|i| (i * 7) as u8).collect();
+        // First pull: two chunks arrive, the third never does.
+        let f = fetcher.clone();
+        let first = tokio::spawn(async move { f.pull("m:v1").await });
+        let mut offsets = Vec::new();
+        for reply in [true, true, false] {
+            offsets.push(answer(&fetcher, &mut rx, &module, reply).await);
+        }
+        assert!(matches!(first.await.unwrap(), Err(Error::Timeout(_))));
+        // Second pull: asks for the rest only.
+        let f = fetcher.clone();
+        let second = tokio::spawn(async move { f.pull("m:v1").await });
+        offsets.push(answer(&fetcher, &mut rx, &module, true).await);
+        assert_eq!(second.await.unwrap().unwrap(), digest_of(&module));
+        assert_eq!(offsets, [0, 100, 200, 200]);
+        let stored = fs::read(fetcher.store().path(hex_of(&digest_of(&module)).unwrap())).unwrap();
+        assert_eq!(stored, module);
+        assert!(fetcher.partial_map().is_empty());
+    }
+
+    /// The next request: (pull id, offset).
+    async fn request(rx: &mut mpsc::UnboundedReceiver<Up>) -> (u64, u64) {
+        match rx.recv().await {
+            Some(Up::ModuleRequest { id, offset, .. }) => (id, offset),
+            other => panic!("a module request, not {other:?}"),
+        }
+    }
+
+    /// The hub's 100-byte chunk of `module` at `offset` for pull `id`.
+    fn chunk(fetcher: &Fetcher, id: u64, module: &[u8], offset: u64) {
+        let end = (offset as usize + 100).min(module.len());
+        let header = ModuleChunk {
+            id,
+            digest: digest_of(module),
+            offset,
+            total: module.len() as u64,
+            error: None,
+        };
+        fetcher.on_chunk(header, &module[offset as usize..end]);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_comes_after_its_pull_gave_up_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, mut rx) = Outbox::new();
+        outbox.set_connected(true);
+        let fetcher = Arc::new(
+            Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(200)),
+        );
+        let module: Vec<u8> = (0..250u32).map(|i| (i * 3) as u8).collect();
+        let mut offsets = Vec::new();
+        // The first chunk comes after its pull gave up: kept all the same,
+        // so the next pull asks from 100.
+        let f = fetcher.clone();
+        let first = tokio::spawn(async move { f.pull("m:v1").await });
+        let (id1, o) = request(&mut rx).await;
+        offsets.push(o);
+        assert!(matches!(first.await.unwrap(), Err(Error::Timeout(_))));
+        chunk(&fetcher, id1, &module, 0);
+        let f = fetcher.clone();
+        let second = tokio::spawn(async move { f.pull("m:v1").await });
+        let (id2, o) = request(&mut rx).await;
+        offsets.push(o);
+        chunk(&fetcher, id2, &module, 100);
+        let (_, o) = request(&mut rx).await;
+        offsets.push(o);
+        assert!(matches!(second.await.unwrap(), Err(Error::Timeout(_))));
+        // The answer to offset 200 comes late, while a third pull waits for
+        // its own answer to the same request: it completes that pull.
+        let f = fetcher.clone();
+        let third = tokio::spawn(async move { f.pull("m:v1").await });
+        let (_, o) = request(&mut rx).await;
+        offsets.push(o);
+        chunk(&fetcher, id2, &module, 200);
+        assert_eq!(third.await.unwrap().unwrap(), digest_of(&module));
+        assert_eq!(offsets, [0, 100, 200, 200]);
+        let stored = fs::read(fetcher.store().path(hex_of(&digest_of(&module)).unwrap())).unwrap();
+        assert_eq!(stored, module);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_pull_starts_over_when_the_image_names_another_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, mut rx) = Outbox::new();
+        outbox.set_connected(true);
+        let fetcher = Arc::new(
+            Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(200)),
+        );
+        let old: Vec<u8> = vec![1; 250];
+        let new: Vec<u8> = vec![2; 150];
+        let f = fetcher.clone();
+        let first = tokio::spawn(async move { f.pull("m:latest").await });
+        answer(&fetcher, &mut rx, &old, true).await;
+        answer(&fetcher, &mut rx, &old, false).await;
+        assert!(first.await.is_ok_and(|r| r.is_err()));
+        // The tag moved: the answer at offset 100 names another digest, so
+        // the pull asks again from 0 and keeps none of the old bytes.
+        let f = fetcher.clone();
+        let second = tokio::spawn(async move { f.pull("m:latest").await });
+        let mut offsets = Vec::new();
+        for _ in 0..3 {
+            offsets.push(answer(&fetcher, &mut rx, &new, true).await);
+        }
+        assert_eq!(second.await.unwrap().unwrap(), digest_of(&new));
+        assert_eq!(offsets, [100, 0, 100]);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; the
 //! test script does it), and the example guests too (`examples/build.sh`).
 
+pub mod netns;
 pub mod proxy;
 pub mod stats;
 pub mod tcpinfo;
@@ -173,7 +174,14 @@ impl Hub {
 
     /// A hub with extra options and environment variables.
     pub async fn start_full(broker_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Hub {
-        Hub::start_inner(broker_url, extra, env, None).await
+        Hub::start_inner("127.0.0.1", broker_url, extra, env, None).await
+    }
+
+    /// A hub with its embedded broker whose API and broker listen on `ip`
+    /// (a local address other than loopback, such as the host end of a
+    /// [`netns::Netns`] link, so that boards in a namespace reach it).
+    pub async fn start_at(ip: std::net::Ipv4Addr, extra: &[&str]) -> Hub {
+        Hub::start_inner(&ip.to_string(), None, extra, &[], None).await
     }
 
     /// A hub using a Mosquitto that enforces the hub's password and ACL
@@ -197,6 +205,7 @@ impl Hub {
         ];
         let mut broker = None;
         let hub = Hub::start_inner(
+            "127.0.0.1",
             Some(&url),
             &extra,
             &[],
@@ -241,6 +250,7 @@ impl Hub {
     }
 
     async fn start_inner(
+        host: &str,
         broker_url: Option<&str>,
         extra: &[&str],
         env: &[(&str, &str)],
@@ -263,7 +273,7 @@ impl Hub {
             "--data-dir".into(),
             path("hub"),
             "--listen".into(),
-            format!("127.0.0.1:{api}"),
+            format!("{host}:{api}"),
             "--client-config".into(),
             path("config"),
         ];
@@ -273,13 +283,13 @@ impl Hub {
                 url.to_string()
             }
             None => {
-                args.extend(["--mqtt-listen".into(), format!("127.0.0.1:{mqtt}")]);
+                args.extend(["--mqtt-listen".into(), format!("{host}:{mqtt}")]);
                 let scheme = if extra.contains(&"--mqtt-insecure") {
                     "mqtt"
                 } else {
                     "mqtts"
                 };
-                format!("{scheme}://127.0.0.1:{mqtt}")
+                format!("{scheme}://{host}:{mqtt}")
             }
         };
         args.extend(extra.iter().map(|a| a.to_string()));
@@ -309,7 +319,7 @@ impl Hub {
         }
         let mut hub = Hub {
             proc,
-            api_url: format!("{scheme}://127.0.0.1:{api}"),
+            api_url: format!("{scheme}://{host}:{api}"),
             mqtt_url,
             dir,
             bootstrap_token: String::new(),

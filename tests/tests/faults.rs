@@ -2,8 +2,9 @@
 //! of pod churn, again and again; `kill -9` of the Mosquitto that several
 //! agents share, while their desired state changes; the agent's data dir
 //! filling up (a small tmpfs; needs root). (`kill -9` of the hub during
-//! acknowledged writes is in `api.rs`; partitions in `sync.rs` and
-//! `nodes.rs`.)
+//! acknowledged writes is in `api.rs`; partitions through a proxy in
+//! `sync.rs` and `nodes.rs`, on a real link cut by nftables in
+//! `netfaults.rs`.)
 //!
 //! `SPOKE_SOAK=1` runs the 100 kills and longer broker restarts;
 //! CI runs a few.
