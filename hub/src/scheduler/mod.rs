@@ -221,11 +221,14 @@ pub fn pick(pod: &Pod, cluster: &Cluster) -> Result<usize, String> {
 pub async fn run(store: Store) {
     let recorder = Recorder::new(store.clone(), "spoke-scheduler");
     let mut events = store.subscribe();
+    // Node writes that change nothing a filter or score reads (revisions,
+    // leases, heartbeats) do not start a pass.
+    let mut facts = crate::controllers::nodes::Facts::default();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Ok(e) if e.key.starts_with("nodes/")
+                Ok(e) if (e.key.starts_with("nodes/") && facts.changed(&e))
                     || (e.key.starts_with("pods/") && str_at(&e.object, "/spec/nodeName").is_none()) => {}
                 Ok(_) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
