@@ -73,7 +73,7 @@ async fn main() {
 
     // Credentials for every node, from the join endpoint, 8 joins at a time.
     let t = Instant::now();
-    let joins = fleet::join_fleet(&hub, "storm", n, 8).await;
+    let joins = fleet::join_fleet(&hub, "storm", 0..n, 8).await;
     let join_time = t.elapsed();
 
     // The fleet comes up, a millisecond apart.

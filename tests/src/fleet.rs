@@ -271,12 +271,17 @@ pub async fn sim_agent(join: JoinResponse, ca: Option<String>, seen: Arc<Seen>, 
     }
 }
 
-/// Joins `n` nodes named `{prefix}-{i:05}` with the hub's bootstrap token,
-/// `parallel` joins at a time.
-pub async fn join_fleet(hub: &Hub, prefix: &str, n: usize, parallel: usize) -> Vec<JoinResponse> {
+/// Joins the nodes named `{prefix}-{i:05}` for `i` in `range` with the
+/// hub's bootstrap token, `parallel` joins at a time.
+pub async fn join_fleet(
+    hub: &Hub,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    parallel: usize,
+) -> Vec<JoinResponse> {
     let joiner = hub.client_with(Some(&hub.bootstrap_token));
-    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:05}")).collect();
-    let mut joins = Vec::with_capacity(n);
+    let names: Vec<String> = range.map(|i| format!("{prefix}-{i:05}")).collect();
+    let mut joins = Vec::with_capacity(names.len());
     for chunk in names.chunks(parallel.max(1)) {
         let tasks: Vec<_> = chunk
             .iter()
