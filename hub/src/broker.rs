@@ -98,7 +98,13 @@ pub async fn start(
     credentials: NodeCredentials,
     hub_password: String,
 ) -> Result<Broker, Error> {
-    let scx = ServerContext::new().build().await;
+    // rmqtt refuses every CONNECT (ServerUnavailable) while the machine's
+    // load average or CPU use is high (its "busy" check, on by default).
+    // A hub taking back its fleet after a restart is exactly such a time,
+    // and on a shared machine the load may not even be the hub's: 10,000
+    // simulated boards got in at one a second. Boards back off and retry
+    // anyway; the hub has no reason to turn them away.
+    let scx = ServerContext::new().busy_check_enable(false).build().await;
     let register = scx.extends.hook_mgr().register();
     let acl = Acl {
         credentials,

@@ -30,6 +30,31 @@ use crate::store::{RedbBackend, Store};
 /// Namespaces that always exist.
 pub const SYSTEM_NAMESPACES: [&str; 2] = ["default", "spoke-system"];
 
+/// Raises the soft limit on open files to the hard limit. Every connected
+/// board holds a socket, two more through the embedded broker's TLS relay
+/// (relay and broker ends), so a fleet of a few thousand boards passes the
+/// usual soft limit of 1024 long before memory or CPU run out; the hard
+/// limit is what the operator allows. Logged, never fatal.
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let cur = getrlimit(Resource::Nofile);
+    if cur.current == cur.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: cur.maximum,
+        maximum: cur.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = cur.current.unwrap_or(u64::MAX),
+            to = cur.maximum.unwrap_or(u64::MAX),
+            "raised the open-file limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
 /// Runs the hub until `shutdown` completes.
 pub async fn run(
     config: Config,

@@ -5,6 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; the
 //! test script does it), and the example guests too (`examples/build.sh`).
 
+pub mod fleet;
 pub mod netns;
 pub mod proxy;
 pub mod stats;
@@ -728,8 +729,16 @@ impl Mosquitto {
         }
     }
 
+    /// `host:port` of the listener, whatever the scheme.
+    fn addr(&self) -> String {
+        self.url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, a)| a)
+            .to_string()
+    }
+
     async fn wait_listening(&self) {
-        let addr = self.url.trim_start_matches("mqtt://").to_string();
+        let addr = self.addr();
         eventually(Duration::from_secs(10), "mosquitto to listen", || {
             let addr = addr.clone();
             async move { std::net::TcpStream::connect(&addr).ok().map(|_| ()) }
@@ -753,7 +762,7 @@ impl Mosquitto {
         let mut cmd = Command::new(exe);
         cmd.arg("-c").arg(self._dir.path().join("mosquitto.conf"));
         self.proc = Proc::spawn(cmd, self._dir.path().join("mosquitto-again.log"));
-        let addr = self.url.trim_start_matches("mqtt://").to_string();
+        let addr = self.addr();
         eventually(Duration::from_secs(10), "mosquitto to listen again", || {
             let addr = addr.clone();
             async move { std::net::TcpStream::connect(&addr).ok().map(|_| ()) }

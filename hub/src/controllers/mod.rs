@@ -57,6 +57,25 @@ const WORKLOAD_KEYS: [&str; 7] = [
     "cronjobs/",
     "nodes/",
 ];
+/// Whether a write wakes the workload controllers: a write to a kind they
+/// watch, except Node writes that change nothing they read (see
+/// [`nodes::Facts`]) and writes to pods no controller owns. A bare pod
+/// concerns them only through the node controller's evictions (a
+/// `NoExecute` taint it does not tolerate) and its clean-up of pods on
+/// deleted nodes, which the resync tick ([`WORKLOAD_RESYNC`]) catches; with
+/// thousands of boards every pass reads every Node, and bare-pod churn
+/// (creates, bindings, status reports, 3 or more writes a pod) kept the
+/// passes running back to back.
+fn wakes_workloads(event: &Event, facts: &mut nodes::Facts) -> bool {
+    if event.key.starts_with("pods/") {
+        return event.object["metadata"]
+            .get("ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+    }
+    WORKLOAD_KEYS.iter().any(|k| event.key.starts_with(k)) && facts.changed(event)
+}
+
 /// The workload controllers pass at least this often (progress deadlines,
 /// `minReadySeconds` that no event marks).
 const WORKLOAD_RESYNC: Duration = Duration::from_secs(5);
@@ -69,6 +88,9 @@ const WORKLOAD_RESYNC: Duration = Duration::from_secs(5);
 pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut events = store.subscribe();
+        // Node writes that change nothing the controllers read (revisions,
+        // leases, heartbeats) do not wake them.
+        let mut facts = nodes::Facts::default();
         let rec = crate::events::Recorder::new(store.clone(), "spoke-controller-manager");
         let clock = cronjob::Clock::from_env();
         // A fake clock moves without store events: look at it often.
@@ -124,7 +146,7 @@ pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
             loop {
                 tokio::select! {
                     e = events.recv() => match e {
-                        Ok(event) if WORKLOAD_KEYS.iter().any(|k| event.key.starts_with(k)) => break,
+                        Ok(event) if wakes_workloads(&event, &mut facts) => break,
                         Ok(_) => {}
                         Err(RecvError::Lagged(_)) => break,
                         Err(RecvError::Closed) => return,
@@ -133,9 +155,15 @@ pub fn spawn_workloads(store: Store) -> tokio::task::JoinHandle<()> {
                 }
             }
             tokio::time::sleep(SETTLE).await;
-            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                events.try_recv()
-            {}
+            loop {
+                match events.try_recv() {
+                    Ok(event) => {
+                        facts.changed(&event);
+                    }
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
         }
     })
 }

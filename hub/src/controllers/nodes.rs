@@ -119,6 +119,66 @@ pub fn reconcile_taints(
     (next != current).then_some(next)
 }
 
+/// What the controllers and the scheduler read of each Node, remembered
+/// per node so that a write that changes none of it wakes nobody.
+///
+/// Why: the sync worker writes a Node for every revision an agent is sent
+/// or acknowledges, and for every lease renewal. With 10,000 boards that is
+/// tens of writes a second even when nothing changes, and each woke a full
+/// pass of the workload controllers (every Node and every Pod read and
+/// decoded) and of the scheduler. What they decide on is the node's labels,
+/// spec (taints, unschedulable), allocatable resources, condition statuses
+/// and whether it is being deleted; not heartbeat times, leases or the sync
+/// revisions.
+///
+/// Caveat: a node seen for the first time counts as changed, so a hub that
+/// starts wakes once per node (the passes coalesce them).
+#[derive(Debug, Default)]
+pub struct Facts {
+    seen: HashMap<String, u64>,
+}
+
+impl Facts {
+    /// Whether `event` changes what the controllers read: always for kinds
+    /// other than Node and for deletions, else when the node's facts differ
+    /// from the last seen.
+    pub fn changed(&mut self, event: &store::Event) -> bool {
+        if !event.key.starts_with("nodes/") {
+            return true;
+        }
+        if event.type_ == store::EventType::Deleted {
+            self.seen.remove(&event.key);
+            return true;
+        }
+        let print = fingerprint(&event.object);
+        self.seen.insert(event.key.clone(), print) != Some(print)
+    }
+}
+
+/// A hash of what [`Facts`] tracks of one Node.
+fn fingerprint(node: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let conditions: Vec<(&Value, &Value)> = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().map(|c| (&c["type"], &c["status"])).collect())
+        .unwrap_or_default();
+    let facts = json!([
+        node.pointer("/metadata/labels"),
+        node.pointer("/metadata/deletionTimestamp"),
+        node.get("spec"),
+        node.pointer("/status/allocatable"),
+        node.pointer("/status/capacity"),
+        conditions
+            .iter()
+            .map(|(t, s)| json!([t, s]))
+            .collect::<Vec<_>>(),
+    ]);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    facts.to_string().hash(&mut h);
+    h.finish()
+}
+
 fn taints_of(node: &Value) -> Vec<Taint> {
     node.pointer("/spec/taints")
         .and_then(|t| serde_json::from_value(t.clone()).ok())

@@ -1013,3 +1013,44 @@ async fn an_unreachable_node_loses_replicated_pods_when_their_toleration_runs_ou
     left.sort();
     assert_eq!(left, ["bare", "ds"]);
 }
+
+#[test]
+fn node_writes_wake_controllers_only_when_what_they_read_changes() {
+    use super::nodes::Facts;
+    let event = |type_: store::EventType, object: Value| store::Event {
+        type_,
+        key: "nodes//pi-1".into(),
+        revision: 1,
+        object,
+    };
+    let node = json!({
+        "metadata": {"name": "pi-1", "labels": {"a": "b"}, "annotations": {"spoke.dev/applied-revision": "1"}},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "t1"}],
+                   "lease": {"renewTime": "t1"}, "sync": {"appliedRevision": 1}},
+    });
+    let mut facts = Facts::default();
+    // First sight of a node: a change.
+    assert!(facts.changed(&event(store::EventType::Added, node.clone())));
+    // Revisions, leases and heartbeats: no change.
+    let mut renewed = node.clone();
+    renewed["metadata"]["annotations"]["spoke.dev/applied-revision"] = json!("2");
+    renewed["status"]["sync"]["appliedRevision"] = json!(2);
+    renewed["status"]["lease"]["renewTime"] = json!("t2");
+    renewed["status"]["conditions"][0]["lastHeartbeatTime"] = json!("t2");
+    assert!(!facts.changed(&event(store::EventType::Modified, renewed.clone())));
+    // Readiness, labels, spec: a change each.
+    let mut not_ready = renewed.clone();
+    not_ready["status"]["conditions"][0]["status"] = json!("Unknown");
+    assert!(facts.changed(&event(store::EventType::Modified, not_ready.clone())));
+    let mut relabelled = not_ready.clone();
+    relabelled["metadata"]["labels"]["a"] = json!("c");
+    assert!(facts.changed(&event(store::EventType::Modified, relabelled.clone())));
+    let mut cordoned = relabelled.clone();
+    cordoned["spec"] = json!({"unschedulable": true});
+    assert!(facts.changed(&event(store::EventType::Modified, cordoned.clone())));
+    assert!(facts.changed(&event(store::EventType::Deleted, cordoned)));
+    // Other kinds always count.
+    let mut pod = event(store::EventType::Modified, json!({}));
+    pod.key = "pods/default/a".into();
+    assert!(facts.changed(&pod));
+}

@@ -236,11 +236,14 @@ pub fn pick(pod: &Pod, cluster: &Cluster) -> Result<usize, String> {
 pub async fn run(store: Store) {
     let recorder = Recorder::new(store.clone(), "spoke-scheduler");
     let mut events = store.subscribe();
+    // Node writes that change nothing a filter or score reads (revisions,
+    // leases, heartbeats) do not start a pass.
+    let mut facts = crate::controllers::nodes::Facts::default();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Ok(e) if e.key.starts_with("nodes/")
+                Ok(e) if (e.key.starts_with("nodes/") && facts.changed(&e))
                     || (e.key.starts_with("pods/") && str_at(&e.object, "/spec/nodeName").is_none()) => {}
                 Ok(_) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -285,6 +288,13 @@ pub async fn pass(store: &Store, recorder: &Recorder) -> Result<(), store::Error
         .cloned()
         .collect();
     let mut cluster = Cluster::new(&nodes, &bound);
+    // Decide every placement first (in memory, each counted before the
+    // next pick), then write them all at once: awaited one by one, each a
+    // durable commit plus its event, the writes held a fleet of 10,000
+    // nodes to about 10 pods a second; written together, the store's group
+    // commit flushes many in one go. A conflict leaves that pod for the
+    // next pass.
+    let mut decided = Vec::new();
     for (pod, typed) in pods.iter().zip(&typed) {
         let Some(typed) = typed else { continue };
         if typed.spec.node_name.is_some() || typed.metadata.deletion_timestamp.is_some() {
@@ -323,33 +333,55 @@ pub async fn pass(store: &Store, recorder: &Recorder) -> Result<(), store::Error
                 next
             }
         };
-        match store.update(&key, next, revision_of(pod)).await {
-            Ok(stored) => {
-                let cond = stored.pointer("/status/conditions/0");
-                let field = |f: &str| cond.and_then(|c| c.get(f)).and_then(Value::as_str);
-                match (
-                    field("status"),
-                    stored.pointer("/spec/nodeName").and_then(Value::as_str),
-                ) {
-                    (Some("True"), Some(node)) => {
-                        let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                        recorder
-                            .record(&stored, Type::Normal, "Scheduled", &msg)
-                            .await;
-                    }
-                    _ => {
-                        let msg = field("message").unwrap_or("");
-                        recorder
-                            .record(&stored, Type::Warning, "FailedScheduling", msg)
-                            .await;
-                    }
-                }
-            }
-            Err(store::Error::Conflict | store::Error::NotFound) => {}
-            Err(e) => return Err(e),
-        }
+        decided.push((key, next, revision_of(pod)));
+    }
+    let writes = decided
+        .into_iter()
+        .map(|(key, next, expected)| bind(store, recorder, key, next, expected));
+    for result in futures_util::future::join_all(writes).await {
+        result?;
     }
     Ok(())
+}
+
+/// Writes one pod's placement (or why it has none) and records the event.
+async fn bind(
+    store: &Store,
+    recorder: &Recorder,
+    key: String,
+    next: Value,
+    expected: Option<u64>,
+) -> Result<(), store::Error> {
+    match store.update(&key, next, expected).await {
+        Ok(stored) => {
+            let cond = stored.pointer("/status/conditions/0");
+            let field = |f: &str| cond.and_then(|c| c.get(f)).and_then(Value::as_str);
+            let (ns, name) = (
+                str_at(&stored, "/metadata/namespace").unwrap_or_default(),
+                str_at(&stored, "/metadata/name").unwrap_or_default(),
+            );
+            match (
+                field("status"),
+                stored.pointer("/spec/nodeName").and_then(Value::as_str),
+            ) {
+                (Some("True"), Some(node)) => {
+                    let msg = format!("Successfully assigned {ns}/{name} to {node}");
+                    recorder
+                        .record(&stored, Type::Normal, "Scheduled", &msg)
+                        .await;
+                }
+                _ => {
+                    let msg = field("message").unwrap_or("");
+                    recorder
+                        .record(&stored, Type::Warning, "FailedScheduling", msg)
+                        .await;
+                }
+            }
+            Ok(())
+        }
+        Err(store::Error::Conflict | store::Error::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,20 @@ impl Tracker {
             })
     }
 
+    /// Store keys of the pods bound to `node` (being deleted or not), in
+    /// key order: what a snapshot or a status digest reads, without listing
+    /// every pod of the fleet.
+    pub fn pods_on(&self, node: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, (e, _))| e.node == node)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// The desired-state revision of `node`.
     pub fn revision(&self, node: &str) -> u64 {
         self.nodes
@@ -583,5 +597,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pods_on_a_node_come_from_the_tracker_without_reading_the_store() {
+        let bound = |name: &str, node: &str| {
+            let mut p = pod(Some(node), 1, false);
+            p["metadata"]["name"] = json!(name);
+            p
+        };
+        let mut t = Tracker::new(&[bound("a", "n1"), bound("b", "n2")], 10);
+        t.apply("pods/default/c", Some(&bound("c", "n1")), 11);
+        assert_eq!(t.pods_on("n1"), ["pods/default/a", "pods/default/c"]);
+        t.apply("pods/default/a", None, 12);
+        assert_eq!(t.pods_on("n1"), ["pods/default/c"]);
+        assert!(t.pods_on("n3").is_empty());
     }
 }

@@ -176,12 +176,13 @@ pub async fn start(
     }
 
     let (pods, revision) = store.list(&store::prefix("pods", None)).await?;
+    let (nodes, _) = store.list(&store::prefix("nodes", None)).await?;
     let handle = Handle {
         client: client.clone(),
         shared: Arc::new(Mutex::new(Shared::default())),
     };
     let node_status = nodestatus::Writer::start(store.clone());
-    let worker = Worker {
+    let mut worker = Worker {
         settings,
         events: store.subscribe(),
         recorder: Recorder::new(store.clone(), "spoke-agent"),
@@ -195,8 +196,10 @@ pub async fn start(
         leases: HashMap::new(),
         node_status,
         sent: HashMap::new(),
+        nodes: HashMap::new(),
         started: Instant::now(),
     };
+    worker.remember_nodes(nodes);
     tokio::spawn(worker.run(rx));
     Ok(handle)
 }
@@ -268,7 +271,37 @@ struct Worker {
     /// The revision each connected agent will be at once it has applied
     /// what was sent to it (QoS 1 keeps order): the next delta starts there.
     sent: HashMap<String, u64>,
+    /// What [`Worker::node_lifecycle`] needs of every stored Node, kept up
+    /// to date from store events: the once-a-second check reads no store
+    /// (listing and decoding 10,000 Nodes every second was most of an idle
+    /// hub's CPU).
+    nodes: HashMap<String, StoredNode>,
     started: Instant,
+}
+
+/// What the sync worker needs of a stored Node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StoredNode {
+    /// Its `Ready` condition is `True`.
+    ready: bool,
+    /// `status.lease.leaseDurationSeconds`.
+    lease: Option<Duration>,
+}
+
+impl StoredNode {
+    fn of(node: &Value) -> StoredNode {
+        StoredNode {
+            ready: node
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .is_some_and(|c| c["status"] == "True"),
+            lease: node
+                .pointer("/status/lease/leaseDurationSeconds")
+                .and_then(Value::as_u64)
+                .map(lease),
+        }
+    }
 }
 
 /// A lease duration from the wire, capped at a year so that no
@@ -342,8 +375,23 @@ impl Worker {
         }
     }
 
+    /// Replaces what the worker knows of stored Nodes with `nodes`.
+    fn remember_nodes(&mut self, nodes: Vec<Value>) {
+        self.nodes = nodes
+            .iter()
+            .filter_map(|n| {
+                let name = n.pointer("/metadata/name")?.as_str()?;
+                Some((name.to_string(), StoredNode::of(n)))
+            })
+            .collect();
+    }
+
     /// Level-triggered fallback: recompute every node's state from the store.
     async fn rebuild(&mut self) {
+        match self.store.list(&store::prefix("nodes", None)).await {
+            Ok((nodes, _)) => self.remember_nodes(nodes),
+            Err(e) => tracing::error!(error = %e, "cannot list nodes to rebuild sync state"),
+        }
         match self.store.list(&store::prefix("pods", None)).await {
             Ok((pods, revision)) => {
                 let old = std::mem::replace(&mut self.tracker, Tracker::new(&pods, revision));
@@ -359,6 +407,17 @@ impl Worker {
     }
 
     fn on_store_event(&mut self, e: store::Event) {
+        if e.key.starts_with("nodes/") {
+            if let Some(name) = e.object.pointer("/metadata/name").and_then(Value::as_str) {
+                if e.type_ == EventType::Deleted {
+                    self.nodes.remove(name);
+                } else {
+                    self.nodes
+                        .insert(name.to_string(), StoredNode::of(&e.object));
+                }
+            }
+            return;
+        }
         if e.key.starts_with("configmaps/") || e.key.starts_with("secrets/") {
             // Resent to the nodes of the pods that use it, and only to them.
             let changed = self.tracker.touch(&e.key, e.revision);
@@ -447,12 +506,8 @@ impl Worker {
 
     /// Sends everything `node` should run at `revision`.
     async fn send_snapshot(&mut self, node: &str, revision: u64) {
-        let (pods, _) = match self.store.list(&store::prefix("pods", None)).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, node, "cannot list pods for a node");
-                return;
-            }
+        let Some(pods) = self.stored_pods_on(node).await else {
+            return;
         };
         let mut desired = Vec::new();
         for p in pods
@@ -673,11 +728,29 @@ impl Worker {
         );
     }
 
+    /// The stored pods the tracker has bound to `node` (read one by one:
+    /// a fleet's every pod is not listed for one node). `None` if the
+    /// store cannot be read.
+    async fn stored_pods_on(&self, node: &str) -> Option<Vec<Value>> {
+        let mut pods = Vec::new();
+        for key in self.tracker.pods_on(node) {
+            match self.store.get(&key).await {
+                Ok(Some(p)) => pods.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, node, "cannot read the pods of a node");
+                    return None;
+                }
+            }
+        }
+        Some(pods)
+    }
+
     /// The [`protocol::status_digest`] of what the store holds about the
     /// pods `node` runs (bound to it, not being deleted), as the agent
     /// computes it over its reports. `None` if the store cannot be read.
     async fn stored_status_digest(&self, node: &str) -> Option<String> {
-        let (pods, _) = self.store.list(&store::prefix("pods", None)).await.ok()?;
+        let pods = self.stored_pods_on(node).await?;
         let reports: Vec<PodReport> = pods
             .iter()
             .filter(|p| {
@@ -950,70 +1023,65 @@ impl Worker {
     /// ran out) as not ready. Nodes the hub has not heard of since it
     /// started get the same grace, so a hub restart does not flap every node.
     async fn node_lifecycle(&mut self) {
-        let Ok((nodes, _)) = self.store.list(&store::prefix("nodes", None)).await else {
-            return;
-        };
         let grace = self.settings.node_grace;
         let now = Instant::now();
-        for node in nodes {
-            let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
+        let mut gone = Vec::new();
+        for (name, stored) in &self.nodes {
+            if !stored.ready {
                 continue;
-            };
+            }
             let seen = presence::Seen {
                 online: self.handle.is_online(name),
                 offline_since: self.offline_since.get(name).copied(),
                 renewed: self.leases.get(name).copied(),
-                stored_lease: node
-                    .pointer("/status/lease/leaseDurationSeconds")
-                    .and_then(Value::as_u64)
-                    .map(lease),
+                stored_lease: stored.lease,
             };
-            if presence::alive(&seen, now, self.started, grace) {
-                continue;
+            if !presence::alive(&seen, now, self.started, grace) {
+                gone.push((name.clone(), seen.online));
             }
-            let why = if seen.online {
+        }
+        for (name, online) in gone {
+            let name = name.as_str();
+            let why = if online {
                 "spoke-agent stopped renewing its lease"
             } else {
                 "spoke-agent stopped reporting: disconnected from the hub"
             };
-            let ready = node
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| c["status"].clone());
-            if ready == Some(json!("True")) {
-                tracing::warn!(node = name, why, "node NotReady");
-                let now = crate::api::now();
-                let marked = self
-                    .store
-                    .modify(&node_key(name), |cur| {
-                        let mut next = cur.clone();
-                        let conds = next["status"]["conditions"].as_array_mut()?;
-                        conds.iter().find(|c| c["type"] == "Ready")?;
-                        // As Kubernetes: every condition the agent reported
-                        // is unknown while it is away.
-                        for c in conds.iter_mut() {
-                            let what = if c["type"] == "Ready" {
-                                why
-                            } else {
-                                "spoke-agent stopped reporting"
-                            };
-                            *c = json!({
-                                "type": c["type"].clone(), "status": "Unknown",
-                                "reason": "NodeStatusUnknown", "message": what,
-                                "lastHeartbeatTime": c["lastHeartbeatTime"].clone(),
-                                "lastTransitionTime": now,
-                            });
-                        }
-                        Some(next)
-                    })
+            tracing::warn!(node = name, why, "node NotReady");
+            let now = crate::api::now();
+            let marked = self
+                .store
+                .modify(&node_key(name), |cur| {
+                    let mut next = cur.clone();
+                    let conds = next["status"]["conditions"].as_array_mut()?;
+                    // Checked again on the stored object: the worker's
+                    // copy may be a moment behind.
+                    if conds.iter().find(|c| c["type"] == "Ready")?["status"] != "True" {
+                        return None;
+                    }
+                    // As Kubernetes: every condition the agent reported
+                    // is unknown while it is away.
+                    for c in conds.iter_mut() {
+                        let what = if c["type"] == "Ready" {
+                            why
+                        } else {
+                            "spoke-agent stopped reporting"
+                        };
+                        *c = json!({
+                            "type": c["type"].clone(), "status": "Unknown",
+                            "reason": "NodeStatusUnknown", "message": what,
+                            "lastHeartbeatTime": c["lastHeartbeatTime"].clone(),
+                            "lastTransitionTime": now,
+                        });
+                    }
+                    Some(next)
+                })
+                .await;
+            if let Ok(Some(node)) = marked {
+                let msg = format!("Node {name} status is now: NodeNotReady");
+                self.recorder
+                    .record(&node, events::Type::Warning, "NodeNotReady", &msg)
                     .await;
-                if let Ok(Some(node)) = marked {
-                    let msg = format!("Node {name} status is now: NodeNotReady");
-                    self.recorder
-                        .record(&node, events::Type::Warning, "NodeNotReady", &msg)
-                        .await;
-                }
             }
         }
     }
