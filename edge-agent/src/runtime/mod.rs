@@ -11,6 +11,9 @@
 //! - `resources.limits.cpu` is enforced by charging the time the guest runs
 //!   between yields to a per-instance bucket and keeping it pending on a
 //!   timer once the bucket is empty (see [`cpu`]).
+//! - Guests' timers and sockets live in a tokio runtime of their own whose
+//!   one thread waits in its driver ([`reactor`]), so that a pod's sleep
+//!   ends on time while the agent's workers are busy with other guests.
 //! - `resources.limits.memory` is enforced by a [`wasmtime::ResourceLimiter`]:
 //!   growing past it traps, and the outcome is reported as `OOMKilled`.
 //! - A guest is asked to stop by closing its stdin ([`StopSignal`]); the
@@ -38,6 +41,7 @@ use crate::pods::logs::LogStream;
 
 pub mod cpu;
 pub mod net;
+mod reactor;
 mod stop;
 pub use net::NetPolicy;
 pub use stop::StopSignal;
@@ -66,14 +70,12 @@ pub fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
 
 /// Tokio workers: two per core, so that some are idle while guests spin.
 ///
-/// A poll of a spinning guest holds its worker for a whole epoch tick, and
-/// tokio sees due timers and ready sockets only between polls or in an idle
-/// worker. With one worker per core (tokio's default), a board whose
-/// workers are all inside guest slices notices a neighbour's timer only when
-/// a slice ends: the neighbour waits up to a tick (more at the driver's
-/// [`TOKIO_EVENT_INTERVAL`]), however little its own work. With spare
-/// workers, an idle one sleeps in the driver, wakes when the timer is due
-/// and runs the neighbour at once, and the kernel shares the cores between
+/// A poll of a spinning guest holds its worker for a whole epoch tick. With
+/// one worker per core (tokio's default), a board whose workers are all
+/// inside guest slices runs a neighbour whose timer fired only when a slice
+/// ends: the neighbour waits up to a tick, however little its own work. With
+/// spare workers, the reactor's wake-up (see [`reactor`]) finds an idle one
+/// that runs the neighbour at once, and the kernel shares the cores between
 /// its thread and the spinning ones as it shares any threads (a thread that
 /// slept gets the CPU quickly). A spinner's CPU limit is unaffected: it is
 /// charged the wall time of its polls, so time the kernel gives to others
@@ -227,6 +229,7 @@ pub struct Runtime {
     core_linker: wasmtime::Linker<CoreState>,
     component_linker: wasmtime::component::Linker<ComponentState>,
     compiled_dir: PathBuf,
+    reactor: reactor::Reactor,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -272,11 +275,18 @@ impl Runtime {
             ))));
         }
 
+        let reactor = reactor::Reactor::start().map_err(|e| {
+            Error::Engine(wasmtime::Error::msg(format!(
+                "cannot start the guests' reactor thread: {e}"
+            )))
+        })?;
+
         Ok(Runtime {
             engine,
             core_linker,
             component_linker,
             compiled_dir: compiled_dir.to_path_buf(),
+            reactor,
         })
     }
 
@@ -462,24 +472,26 @@ impl Runtime {
         let (result, refused) = match &loaded.program {
             Program::Core(pre) => {
                 let mut store = self.core_store(&mut builder, limits);
-                let result = limited(spec.cpu_limit_milli, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                    start.call_async(&mut store, ()).await
-                })
-                .await;
+                let result = self
+                    .guest(spec.cpu_limit_milli, async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await
+                    })
+                    .await;
                 (result, store.into_data().limits.refused)
             }
             Program::Component(pre) => {
                 let mut store = self.component_store(&mut builder, limits);
-                let result = limited(spec.cpu_limit_milli, async {
-                    let command = pre.instantiate_async(&mut store).await?;
-                    match command.wasi_cli_run().call_run(&mut store).await? {
-                        Ok(()) => Ok(()),
-                        Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
-                    }
-                })
-                .await;
+                let result = self
+                    .guest(spec.cpu_limit_milli, async {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        match command.wasi_cli_run().call_run(&mut store).await? {
+                            Ok(()) => Ok(()),
+                            Err(()) => Err(wasmtime::Error::new(I32Exit(1))),
+                        }
+                    })
+                    .await;
                 (result, store.into_data().limits.refused)
             }
         };
@@ -508,41 +520,43 @@ impl Runtime {
         let (result, refused) = match &loaded.program {
             Program::Core(pre) => {
                 let mut store = self.core_store(&mut builder, limits);
-                let result = limited(spec.cpu_limit_milli, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let Some(func) = instance.get_func(&mut store, name) else {
-                        return Err(wasmtime::Error::msg(format!(
-                            "the module exports no function \"{name}\""
-                        )));
-                    };
-                    let func = func.typed::<(), i32>(&store).map_err(|_| {
-                        wasmtime::Error::msg(format!(
-                            "\"{name}\" must take no parameters and return an i32"
-                        ))
-                    })?;
-                    func.call_async(&mut store, ()).await
-                })
-                .await;
+                let result = self
+                    .guest(spec.cpu_limit_milli, async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let Some(func) = instance.get_func(&mut store, name) else {
+                            return Err(wasmtime::Error::msg(format!(
+                                "the module exports no function \"{name}\""
+                            )));
+                        };
+                        let func = func.typed::<(), i32>(&store).map_err(|_| {
+                            wasmtime::Error::msg(format!(
+                                "\"{name}\" must take no parameters and return an i32"
+                            ))
+                        })?;
+                        func.call_async(&mut store, ()).await
+                    })
+                    .await;
                 (result, store.into_data().limits.refused)
             }
             Program::Component(pre) => {
                 let mut store = self.component_store(&mut builder, limits);
-                let result = limited(spec.cpu_limit_milli, async {
-                    let instance = pre.instance_pre().instantiate_async(&mut store).await?;
-                    let Some(func) = instance.get_func(&mut store, name) else {
-                        return Err(wasmtime::Error::msg(format!(
-                            "the component exports no function \"{name}\""
-                        )));
-                    };
-                    let func = func.typed::<(), (i32,)>(&store).map_err(|_| {
-                        wasmtime::Error::msg(format!(
-                            "\"{name}\" must take no parameters and return an s32"
-                        ))
-                    })?;
-                    let (code,) = func.call_async(&mut store, ()).await?;
-                    Ok(code)
-                })
-                .await;
+                let result = self
+                    .guest(spec.cpu_limit_milli, async {
+                        let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+                        let Some(func) = instance.get_func(&mut store, name) else {
+                            return Err(wasmtime::Error::msg(format!(
+                                "the component exports no function \"{name}\""
+                            )));
+                        };
+                        let func = func.typed::<(), (i32,)>(&store).map_err(|_| {
+                            wasmtime::Error::msg(format!(
+                                "\"{name}\" must take no parameters and return an s32"
+                            ))
+                        })?;
+                        let (code,) = func.call_async(&mut store, ()).await?;
+                        Ok(code)
+                    })
+                    .await;
                 (result, store.into_data().limits.refused)
             }
         };
@@ -571,11 +585,17 @@ impl Runtime {
     }
 }
 
-/// Runs `guest` held to `milli` thousandths of a CPU, when limited.
-async fn limited<T>(milli: Option<u64>, guest: impl Future<Output = T>) -> T {
-    match milli {
-        Some(m) => cpu::throttle(cpu::Quota::new(m, std::time::Instant::now()), guest).await,
-        None => guest.await,
+impl Runtime {
+    /// Runs `guest` held to `milli` thousandths of a CPU, when limited, with
+    /// its timers and sockets in the guests' reactor (see [`reactor`]).
+    async fn guest<T>(&self, milli: Option<u64>, guest: impl Future<Output = T>) -> T {
+        match milli {
+            Some(m) => {
+                let quota = cpu::Quota::new(m, std::time::Instant::now());
+                self.reactor.enter(cpu::throttle(quota, guest)).await
+            }
+            None => self.reactor.enter(guest).await,
+        }
     }
 }
 

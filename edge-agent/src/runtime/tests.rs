@@ -178,6 +178,52 @@ fn an_infinite_loop_can_be_stopped_while_another_task_makes_progress() {
     });
 }
 
+/// Sleeps 1 ms in `poll_oneoff` three times, then exits.
+const SLEEP_3: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $i i32)
+    ;; one subscription at 0: the monotonic clock, relative, 1 ms
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 1000000))
+    (loop $again
+      (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 3))))))"#;
+
+#[test]
+fn a_guests_timers_and_tasks_are_the_reactors_not_the_callers() {
+    // A runtime with no timer and no IO driver of its own: the guest's
+    // sleeps (and the task that copies its output) only work because they
+    // are registered with the runtime's reactor thread (runtime/reactor.rs).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let f = fixture();
+    let sleeper = f.load_wat("sleep", SLEEP_3);
+    let hello = f.load_wat("hello", HELLO);
+    rt.block_on(async {
+        assert_eq!(
+            f.runtime.run(&sleeper, f.spec(None)).await,
+            Outcome::Exited(0)
+        );
+        let mut limited = f.spec(None);
+        // 1m: its bucket is 0.1 ms, so the CPU limit waits on a timer too.
+        limited.cpu_limit_milli = Some(1);
+        assert_eq!(f.runtime.run(&sleeper, limited).await, Outcome::Exited(0));
+        assert_eq!(
+            f.runtime.run(&hello, f.spec(None)).await,
+            Outcome::Exited(0)
+        );
+    });
+    let lines = f.log.tail(10).unwrap();
+    assert!(
+        lines.iter().any(|l| message_of(l) == "hello from wasm"),
+        "{lines:?}"
+    );
+}
+
 #[test]
 fn invalid_bytes_are_an_invalid_image_with_the_compilers_message() {
     let f = fixture();
