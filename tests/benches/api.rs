@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use spoke_client::Client;
 use spoke_e2e::Hub;
-use spoke_e2e::stats::{ms, percentile, redb_commits};
+use spoke_e2e::stats::{Figure, ms, percentile, quick, redb_commits};
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
@@ -94,9 +94,11 @@ async fn main() {
     commits.sort();
     let raw_rate = commits.len() as f64 / commit_wall.as_secs_f64();
 
-    let (one, one_wall) = closed_loop(&client, "c1", 1, 1000).await;
-    let (many, many_wall) = closed_loop(&client, "c16", 16, 125).await;
-    let open = open_loop(&client, 500, 4).await;
+    // `scripts/bench --quick`: a fifth of the creates, one second open loop.
+    let (creates, open_secs) = if quick() { (200, 1) } else { (1000, 4) };
+    let (one, one_wall) = closed_loop(&client, "c1", 1, creates).await;
+    let (many, many_wall) = closed_loop(&client, "c16", 16, creates / 8).await;
+    let open = open_loop(&client, 500, open_secs).await;
 
     let rate = |n: usize, wall: Duration| n as f64 / wall.as_secs_f64();
     let (r1, r16) = (rate(one.len(), one_wall), rate(many.len(), many_wall));
@@ -124,4 +126,44 @@ async fn main() {
         ms(percentile(&open, 0.5)),
         ms(percentile(&open, 0.99))
     );
+
+    let (c50, c99) = (percentile(&commits, 0.5), percentile(&commits, 0.99));
+    Figure::new(
+        "api",
+        "raw redb commit rate (1 KiB, durable)",
+        raw_rate,
+        "/s",
+    )
+    .emit();
+    for (label, lat, r) in [("1 client", &one, r1), ("16 clients", &many, r16)] {
+        Figure::new("api", &format!("creates/s, {label}"), r, "/s")
+            .baseline("raw redb commits/s", raw_rate)
+            .goal("≥ 0.5× raw commits")
+            .emit();
+        Figure::ms("api", &format!("create p50, {label}"), percentile(lat, 0.5))
+            .baseline_ms("raw redb commit p50", c50)
+            .emit();
+        Figure::ms(
+            "api",
+            &format!("create p99, {label}"),
+            percentile(lat, 0.99),
+        )
+        .baseline_ms("raw redb commit p99", c99)
+        .emit();
+    }
+    Figure::ms(
+        "api",
+        "create p50 at 500/s open loop",
+        percentile(&open, 0.5),
+    )
+    .baseline_ms("raw redb commit p50", c50)
+    .emit();
+    Figure::ms(
+        "api",
+        "create p99 at 500/s open loop",
+        percentile(&open, 0.99),
+    )
+    .baseline_ms("raw redb commit p99", c99)
+    .goal("≤ 20 ms")
+    .emit();
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spoke_client::Client;
 use spoke_e2e::Hub;
-use spoke_e2e::stats::{ms, percentile};
+use spoke_e2e::stats::{Figure, ms, percentile};
 
 const REQUESTS: usize = 500;
 const CREATES: usize = 200;
@@ -46,6 +46,8 @@ where
 
 struct Row {
     what: &'static str,
+    /// The figure's name in the results table.
+    short: &'static str,
     https: Vec<Duration>,
     plain: Vec<Duration>,
 }
@@ -80,6 +82,7 @@ async fn main() {
     }
     rows.push(Row {
         what: "GET /version, kept-alive connection (no token check, no audit)",
+        short: "GET /version, kept-alive",
         plain: per_hub.pop().expect("plain"),
         https: per_hub.pop().expect("https"),
     });
@@ -98,6 +101,7 @@ async fn main() {
     }
     rows.push(Row {
         what: "GET pods (10), kept-alive connection (token check + audit line)",
+        short: "GET pods (10), kept-alive",
         plain: per_hub.pop().expect("plain"),
         https: per_hub.pop().expect("https"),
     });
@@ -118,6 +122,7 @@ async fn main() {
     }
     rows.push(Row {
         what: "GET pods on a new connection (connect + handshake + request)",
+        short: "GET pods, new connection",
         plain: per_hub.pop().expect("plain"),
         https: per_hub.pop().expect("https"),
     });
@@ -138,6 +143,7 @@ async fn main() {
     }
     rows.push(Row {
         what: "POST pod (create: durable store write + audit line)",
+        short: "POST pod (create)",
         plain: per_hub.pop().expect("plain"),
         https: per_hub.pop().expect("https"),
     });
@@ -157,6 +163,11 @@ async fn main() {
             ms(pp99),
             hp50.as_secs_f64() / pp50.as_secs_f64()
         );
+        for (q, https, plain) in [("p50", hp50, pp50), ("p99", hp99, pp99)] {
+            Figure::ms("auth", &format!("{}, HTTPS {q}", r.short), https)
+                .baseline_ms(&format!("plain HTTP {q}"), plain)
+                .emit();
+        }
     }
     let floor = percentile(&rows[0].https, 0.5);
     let list = percentile(&rows[1].https, 0.5);
@@ -164,4 +175,11 @@ async fn main() {
         "\nToken check + audit line + list handler over the /version floor (HTTPS, p50): {}",
         ms(list.saturating_sub(floor))
     );
+    Figure::ms(
+        "auth",
+        "GET pods (10) over the /version floor, HTTPS p50",
+        list,
+    )
+    .baseline_ms("GET /version p50", floor)
+    .emit();
 }

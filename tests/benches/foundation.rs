@@ -12,10 +12,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use spoke_e2e::stats::{median, ms, percentile, redb_commits};
+use spoke_e2e::stats::{Figure, median, ms, percentile, quick, redb_commits};
 use spoke_e2e::{Hub, bin, example_wasm};
 
 const PODS: usize = 100;
+/// With `scripts/bench --quick`.
+const QUICK_PODS: usize = 20;
 const FLOOR_SAMPLES: usize = 200;
 
 fn redb_commit(dir: &std::path::Path) -> Duration {
@@ -165,8 +167,9 @@ async fn main() {
         .await
         .expect("delete");
 
-    let mut latencies = Vec::with_capacity(PODS);
-    for i in 0..PODS {
+    let pods = if quick() { QUICK_PODS } else { PODS };
+    let mut latencies = Vec::with_capacity(pods);
+    for i in 0..pods {
         let name = format!("bench-{i}");
         latencies.push(create_and_wait_running(&client, &name).await);
         client
@@ -193,7 +196,7 @@ async fn main() {
         .filter(|p| p.exists())
         .unwrap_or_else(|| bin("spoke-agent"));
     let agent_size = std::fs::metadata(&shipped).map(|m| m.len()).unwrap_or(0);
-    println!("\nSpoke foundation benchmark ({PODS} pods, module cached, loopback)\n");
+    println!("\nSpoke foundation benchmark ({pods} pods, module cached, loopback)\n");
     println!("| figure | value | floor / reference | ratio |");
     println!("|---|---|---|---|");
     println!(
@@ -216,7 +219,7 @@ async fn main() {
         idle_rss as f64 / 1024.0
     );
     println!(
-        "| agent RSS after {PODS} pods came and went | {:.1} MiB | | |",
+        "| agent RSS after {pods} pods came and went | {:.1} MiB | | |",
         agent_rss_after as f64 / 1024.0
     );
     println!(
@@ -228,4 +231,50 @@ async fn main() {
         shipped.display(),
         agent_size as f64 / (1024.0 * 1024.0)
     );
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let floor_name = "floor: redb commit + wasmtime instantiate + MQTT round trip";
+    Figure::ms("foundation", "apply→Running p50", p50)
+        .baseline_ms(floor_name, floor)
+        .emit();
+    Figure::ms("foundation", "apply→Running p99", p99)
+        .baseline_ms(floor_name, floor)
+        .emit();
+    Figure::ms("foundation", "floor: redb commit (1 KiB, durable)", commit).emit();
+    Figure::ms(
+        "foundation",
+        "floor: wasmtime instantiate (hello)",
+        instantiate,
+    )
+    .emit();
+    Figure::ms("foundation", "floor: MQTT QoS 1 round trip (TLS)", rtt).emit();
+    Figure::ms(
+        "foundation",
+        "first pod of a new module (fetch + compile), apply→Running",
+        first,
+    )
+    .emit();
+    Figure::new("foundation", "agent idle RSS, 0 pods", mib(idle_rss), "MiB")
+        .goal("≤ 16 MiB")
+        .emit();
+    Figure::new(
+        "foundation",
+        &format!("agent RSS after {pods} pods came and went"),
+        mib(agent_rss_after),
+        "MiB",
+    )
+    .emit();
+    let profile = shipped
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Figure::new(
+        "foundation",
+        &format!("agent binary, stripped (profile {profile})"),
+        agent_size as f64 / (1024.0 * 1024.0),
+        "MiB",
+    )
+    .goal("≤ 15 MiB")
+    .emit();
 }

@@ -5,18 +5,20 @@
 //! [`spoke_e2e::tcpinfo`]): payload + segments × (IPv4 + TCP headers with
 //! the options negotiated), both directions.
 //!
-//! Short run (default, ~40 s): agents with a 5 s keepalive, so that the
+//! Short run (default, ~40 s; 15 s windows with `scripts/bench --quick`): agents with a 5 s keepalive, so that the
 //! window holds several pings, and one with a lease renewed every 5 s; the
 //! cost per ping and per renewal is measured, and the cost at the default
 //! settings (`--keepalive 60s`, `--lease-duration 1h`: a renewal every
-//! 15 min) is computed from those. Long run: `SPOKE_BENCH_IDLE_SECS=3600
-//! cargo bench -p spoke-e2e --bench idle` runs agents with their defaults
-//! for that window and reports what they actually used.
+//! 15 min) is computed from those. Long run: `scripts/bench --soak` (an
+//! hour) or `SPOKE_BENCH_IDLE_SECS=3600 cargo bench -p spoke-e2e --bench
+//! idle` runs agents with their defaults for that window and reports what
+//! they actually used.
 //!
 //! Prints a table; no assertions.
 
 use std::time::{Duration, Instant};
 
+use spoke_e2e::stats::{Figure, quick, soak};
 use spoke_e2e::tcpinfo::{self, Counters};
 use spoke_e2e::{Agent, Hub};
 
@@ -47,8 +49,10 @@ async fn counters(w: &Watched) -> Counters {
 async fn main() {
     let long: Option<u64> = std::env::var("SPOKE_BENCH_IDLE_SECS")
         .ok()
-        .and_then(|s| s.parse().ok());
-    let window = Duration::from_secs(long.unwrap_or(30));
+        .and_then(|s| s.parse().ok())
+        .or(soak().then_some(3600));
+    let short = if quick() { 15 } else { 30 };
+    let window = Duration::from_secs(long.unwrap_or(short));
     let tls = Hub::start().await;
     let plain = Hub::start_opts(None, &["--mqtt-insecure"]).await;
     let fast: &[&str] = &["--keepalive", "5s", "--lease-duration", "1h"];
@@ -129,9 +133,12 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut per_event = std::collections::HashMap::new();
+    // B/s as negotiated and with timestamps, by row.
+    let mut rates = Vec::new();
     for (w, payload, segments, ip, header, ip_ts) in &rows {
         let rate = *ip as f64 / secs;
         let rate_ts = *ip_ts as f64 / secs;
+        rates.push((rate, rate_ts));
         let event = match w.per {
             Some((what, period)) => {
                 let each = rate * period.as_secs_f64();
@@ -147,7 +154,26 @@ async fn main() {
             rate * 3600.0
         );
     }
+    let figure = |name: String, value: f64, unit: &str| Figure::new("idle", &name, value, unit);
+    if long.is_some() {
+        // Rows: TLS defaults, plain defaults.
+        for (i, ts) in [(0, ""), (1, ", with TCP timestamps")] {
+            let pick = |r: (f64, f64)| if i == 0 { r.0 } else { r.1 };
+            figure(
+                format!("idle node at defaults over {secs:.0} s, TLS, IP-layer B/s{ts}"),
+                pick(rates[0]),
+                "B/s",
+            )
+            .baseline("plain MQTT at defaults", pick(rates[1]))
+            .goal("≤ 4 B/s")
+            .emit();
+        }
+    }
     if long.is_none() {
+        // Rows: TLS keepalive 5 s, plain keepalive 5 s, TLS lease every 5 s.
+        figure("TLS, keepalive 5 s, IP-layer B/s".into(), rates[0].0, "B/s")
+            .baseline("plain MQTT, keepalive 5 s", rates[1].0)
+            .emit();
         let ping_tls = per_event[&(true, "ping")];
         let ping_plain = per_event[&(false, "ping")];
         let renewal = per_event[&(true, "renewal")];
@@ -168,6 +194,31 @@ async fn main() {
                 ping_plain.1 / k,
                 1.5 * k + 40.0
             );
+        }
+        figure("bytes per keepalive ping, TLS".into(), ping_tls.0, "B")
+            .baseline("plain MQTT ping", ping_plain.0)
+            .emit();
+        figure("bytes per lease renewal, TLS".into(), renewal.0, "B").emit();
+        for (ts, tls, plain) in [
+            (
+                "",
+                ping_tls.0 / 60.0 + renewal.0 / 900.0,
+                ping_plain.0 / 60.0,
+            ),
+            (
+                ", with TCP timestamps",
+                ping_tls.1 / 60.0 + renewal.1 / 900.0,
+                ping_plain.1 / 60.0,
+            ),
+        ] {
+            figure(
+                format!("idle node at defaults (keepalive 60 s, renewal every 15 min), TLS, IP-layer B/s{ts}, from the per-event costs"),
+                tls,
+                "B/s",
+            )
+            .baseline("plain MQTT pings only, keepalive 60 s", plain)
+            .goal("≤ 4 B/s")
+            .emit();
         }
     }
 }

@@ -19,9 +19,15 @@ use std::time::{Duration, Instant};
 use spoke_agent::pods::logs::PodLog;
 use spoke_agent::runtime::{NetPolicy, RunSpec, Runtime};
 use spoke_e2e::free_port;
+use spoke_e2e::stats::{Figure, quick};
 use spoke_guest::http::{self, Request, Response};
 
 const REQUESTS: usize = 2000;
+
+/// GETs per server: fewer with `scripts/bench --quick`.
+fn requests() -> usize {
+    if quick() { REQUESTS / 5 } else { REQUESTS }
+}
 
 fn get(addr: SocketAddr) -> std::io::Result<String> {
     let mut conn = TcpStream::connect(addr)?;
@@ -33,9 +39,9 @@ fn get(addr: SocketAddr) -> std::io::Result<String> {
 
 /// Latencies of `REQUESTS` sequential GETs, sorted, and the wall time.
 fn drive(addr: SocketAddr) -> (Vec<Duration>, Duration) {
-    let mut took = Vec::with_capacity(REQUESTS);
+    let mut took = Vec::with_capacity(requests());
     let start = Instant::now();
-    for _ in 0..REQUESTS {
+    for _ in 0..requests() {
         let t = Instant::now();
         let answer = get(addr).expect("GET");
         assert!(answer.ends_with("web v1\n"), "{answer}");
@@ -50,14 +56,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn row(what: &str, start: Duration, took: &[Duration], wall: Duration) {
-    println!(
-        "| {what} | {:.2} ms | {:.0} µs | {:.0} µs | {:.0} |",
+/// Prints the row and returns its figures: start (ms), GET p50 and p99
+/// (µs), GET/s.
+fn row(what: &str, start: Duration, took: &[Duration], wall: Duration) -> [f64; 4] {
+    let figures = [
         start.as_secs_f64() * 1e3,
         percentile(took, 0.5).as_secs_f64() * 1e6,
         percentile(took, 0.99).as_secs_f64() * 1e6,
-        REQUESTS as f64 / wall.as_secs_f64()
+        took.len() as f64 / wall.as_secs_f64(),
+    ];
+    println!(
+        "| {what} | {:.2} ms | {:.0} µs | {:.0} µs | {:.0} |",
+        figures[0], figures[1], figures[2], figures[3]
     );
+    figures
 }
 
 fn main() {
@@ -93,7 +105,7 @@ fn main() {
         }
     };
     let (took, wall) = drive(addr);
-    row("native (same HTTP code)", start, &took, wall);
+    let native = row("native (same HTTP code)", start, &took, wall);
 
     // The component, under its socket rules.
     let port = free_port();
@@ -126,7 +138,18 @@ fn main() {
         std::thread::sleep(Duration::from_micros(100));
     };
     let (took, wall) = drive(addr);
-    row("web component (wasmtime)", start, &took, wall);
+    let component = row("web component (wasmtime)", start, &took, wall);
+    let names = [
+        ("start to serving", "ms"),
+        ("GET p50, new connection each", "µs"),
+        ("GET p99, new connection each", "µs"),
+        ("GET/s, one client", "/s"),
+    ];
+    for (i, (name, unit)) in names.iter().enumerate() {
+        Figure::new("net", &format!("web component: {name}"), component[i], unit)
+            .baseline("native server, same HTTP code", native[i])
+            .emit();
+    }
     stop.raise();
     let outcome = rt.block_on(serving).unwrap();
     println!("\ncomponent ended: {outcome:?}");

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use spoke_agent::pods::logs::{PodLog, message_of};
 use spoke_agent::runtime::{RunSpec, Runtime};
+use spoke_e2e::stats::{Figure, quick};
 
 /// Rounds of sleep + work the well-behaved guest does per scenario.
 const ROUNDS: u32 = 500;
@@ -197,7 +198,13 @@ async fn density() {
     let rss0 = proc_status_kib(pid, "VmRSS:");
     let client = hub.client();
     let pods = "/api/v1/namespaces/default/pods";
-    for i in 0..DENSITY_PODS {
+    // `scripts/bench --quick`: a tenth of the pods.
+    let n = if quick() {
+        DENSITY_PODS / 10
+    } else {
+        DENSITY_PODS
+    };
+    for i in 0..n {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("idle-{i}")},
             "spec": {"containers": [{"name": "main", "image": "idle:v1",
                      "resources": {"limits": {"memory": "4Mi"}}}]}});
@@ -216,7 +223,7 @@ async fn density() {
                     .count()
             })
             .unwrap_or(0);
-        if running == DENSITY_PODS {
+        if running == n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -225,25 +232,38 @@ async fn density() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = proc_status_kib(pid, "VmRSS:");
     let vm = proc_status_kib(pid, "VmSize:");
-    println!(
-        "\nSpoke runtime benchmark: density ({DENSITY_PODS} idle pods, agent under ulimit -v 512 GiB)\n"
-    );
+    println!("\nSpoke runtime benchmark: density ({n} idle pods, agent under ulimit -v 512 GiB)\n");
     println!("| figure | value | goal |");
     println!("|---|---|---|");
-    println!("| pods Running | {running} of {DENSITY_PODS} | all |");
+    println!("| pods Running | {running} of {n} | all |");
     println!("| agent RSS, 0 pods | {:.1} MiB | |", rss0 as f64 / 1024.0);
-    println!(
-        "| agent RSS, {DENSITY_PODS} pods | {:.1} MiB | |",
-        rss as f64 / 1024.0
-    );
-    println!(
-        "| RSS per pod | {:.0} KiB | ≤ 256 KiB |",
-        rss.saturating_sub(rss0) as f64 / DENSITY_PODS as f64
-    );
+    println!("| agent RSS, {n} pods | {:.1} MiB | |", rss as f64 / 1024.0);
+    let per_pod = rss.saturating_sub(rss0) as f64 / n as f64;
+    println!("| RSS per pod | {per_pod:.0} KiB | ≤ 256 KiB |");
     println!(
         "| agent virtual size | {:.1} GiB of 512 GiB | |",
         vm as f64 / (1024.0 * 1024.0)
     );
+    let f = |name: &str, value: f64, unit: &str| Figure::new("runtime", name, value, unit);
+    f(&format!("density: pods Running of {n}"), running as f64, "")
+        .goal(&format!("all {n}"))
+        .emit();
+    f("density: agent RSS, 0 pods", rss0 as f64 / 1024.0, "MiB").emit();
+    f(
+        &format!("density: agent RSS, {n} idle pods"),
+        rss as f64 / 1024.0,
+        "MiB",
+    )
+    .emit();
+    f("density: RSS per idle pod", per_pod, "KiB")
+        .goal("≤ 256 KiB")
+        .emit();
+    f(
+        "density: agent virtual size (limit 512 GiB)",
+        vm as f64 / (1024.0 * 1024.0),
+        "GiB",
+    )
+    .emit();
 }
 
 fn main() {
@@ -314,6 +334,15 @@ async fn containment() {
                 p50.as_secs_f64() / a50.as_secs_f64(),
                 p99.as_secs_f64() / a99.as_secs_f64()
             );
+            let name = |q: &str| format!("cpu: well-behaved pod {q}, {what}");
+            Figure::ms("runtime", &name("p50"), p50)
+                .baseline_ms("alone p50", a50)
+                .emit();
+            let p99 = Figure::ms("runtime", &name("p99"), p99).baseline_ms("alone p99", a99);
+            match cpu {
+                Some(_) => p99.goal("≤ 1.10× alone").emit(),
+                None => p99.emit(),
+            }
         }
     }
 }

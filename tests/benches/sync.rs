@@ -19,11 +19,14 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use spoke_api::protocol::{Down, topic};
 use spoke_e2e::proxy::TcpProxy;
+use spoke_e2e::stats::{Figure, quick};
 use spoke_e2e::{Hub, eventually, example_wasm};
 use tokio::sync::mpsc;
 
 const NODE: &str = "bench-1";
 const PODS: usize = 100;
+/// With `scripts/bench --quick`.
+const QUICK_PODS: usize = 20;
 
 /// Subscribes, on the broker itself (as the hub's user, over TLS), to the
 /// node's `down` topic.
@@ -193,10 +196,11 @@ async fn main() {
     wait_in_sync(&hub).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let n = if quick() { QUICK_PODS } else { PODS };
     let mut results = Vec::new();
     results.push(outage("0 pods, 0 changed", &hub, &proxy, &mut downs, || async {}).await);
 
-    for i in 0..PODS {
+    for i in 0..n {
         client
             .create(pods, &pod(&format!("p{i}"), "v1"))
             .await
@@ -209,7 +213,7 @@ async fn main() {
             .iter()
             .filter(|p| p["status"]["phase"] == "Running")
             .count();
-        (running == PODS).then_some(())
+        (running == n).then_some(())
     })
     .await;
     wait_in_sync(&hub).await;
@@ -217,7 +221,7 @@ async fn main() {
 
     results.push(
         outage(
-            &format!("{PODS} pods, 0 changed"),
+            &format!("{n} pods, 0 changed"),
             &hub,
             &proxy,
             &mut downs,
@@ -227,12 +231,12 @@ async fn main() {
     );
     results.push(
         outage(
-            &format!("{PODS} pods, {PODS} changed (spec update)"),
+            &format!("{n} pods, {n} changed (spec update)"),
             &hub,
             &proxy,
             &mut downs,
             || async {
-                for i in 0..PODS {
+                for i in 0..n {
                     let patch = json!({"spec": {"containers": [{"name": "main", "image": "hello:v1",
                         "env": [{"name": "GREETING", "value": "v2"}],
                         "resources": {"limits": {"memory": "32Mi"}}}]}});
@@ -275,5 +279,36 @@ async fn main() {
             ratio,
             r.time.as_secs_f64() * 1e3
         );
+        let name = |what: &str| format!("resync after an outage, {}: {what}", r.label);
+        if r.changes > 0 {
+            Figure::new("sync", &name("bytes down"), r.down as f64, "B")
+                .baseline("encoded size of the changes", r.changes as f64)
+                .goal("≤ 1.1× the changes")
+                .emit();
+            Figure::new(
+                "sync",
+                &name("bytes, both directions"),
+                (r.up + r.down) as f64,
+                "B",
+            )
+            .emit();
+        } else {
+            Figure::new(
+                "sync",
+                &name("bytes, both directions"),
+                (r.up + r.down) as f64,
+                "B",
+            )
+            .goal("≤ 1 KiB")
+            .emit();
+            Figure::new(
+                "sync",
+                &name("the hub's answer, MQTT payload"),
+                r.message as f64,
+                "B",
+            )
+            .emit();
+        }
+        Figure::ms("sync", &name("time, first → last byte"), r.time).emit();
     }
 }

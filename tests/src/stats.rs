@@ -55,7 +55,7 @@ pub fn redb_commits(dir: &Path, n: usize) -> Vec<Duration> {
 ///     .goal("≤ 3× baseline")
 ///     .emit();
 /// ```
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Figure {
     /// The bench binary (`runtime`, `storm`, …): the table's section.
     pub bench: String,
@@ -66,14 +66,14 @@ pub struct Figure {
     /// plain count (`""`).
     pub unit: String,
     /// The floor or reference measured in the same run, in the same unit.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
     /// The goal as the issue states it, for the reader (`≤ 15 MiB`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<String>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Baseline {
     pub name: String,
     pub value: f64,
@@ -81,6 +81,18 @@ pub struct Baseline {
 
 /// The prefix `scripts/bench` looks for on standard output.
 pub const FIGURE_PREFIX: &str = "@figure ";
+
+/// `scripts/bench --quick` (`SPOKE_BENCH_QUICK=1`): benches with a size knob
+/// use their smaller sizes, for a fast look rather than a figure to keep.
+pub fn quick() -> bool {
+    std::env::var_os("SPOKE_BENCH_QUICK").is_some_and(|v| v == "1")
+}
+
+/// `scripts/bench --soak` (`SPOKE_SOAK=1`): benches with a long variant run
+/// it (the idle node for an hour, for instance).
+pub fn soak() -> bool {
+    std::env::var_os("SPOKE_SOAK").is_some_and(|v| v == "1")
+}
 
 impl Figure {
     pub fn new(bench: &str, name: &str, value: f64, unit: &str) -> Figure {
@@ -115,6 +127,26 @@ impl Figure {
     pub fn goal(mut self, goal: &str) -> Figure {
         self.goal = Some(goal.to_string());
         self
+    }
+
+    /// Reads one `@figure {json}` line; `None` when the line is not a
+    /// figure line at all, an error naming what is wrong when it is one but
+    /// does not parse.
+    pub fn parse_line(line: &str) -> Option<Result<Figure, String>> {
+        let json = line.trim_end().strip_prefix(FIGURE_PREFIX)?;
+        Some(
+            serde_json::from_str::<Figure>(json)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    if !f.value.is_finite() {
+                        Err(format!("value of {:?} is not a finite number", f.name))
+                    } else if f.name.is_empty() || f.bench.is_empty() {
+                        Err("empty bench or name".to_string())
+                    } else {
+                        Ok(f)
+                    }
+                }),
+        )
     }
 
     /// Prints the machine-readable line on standard output.
