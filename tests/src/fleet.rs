@@ -471,6 +471,7 @@ mod tests {
                 ..Default::default()
             },
             deleting,
+            grace_period_seconds: None,
             config_maps: Default::default(),
             secrets: Default::default(),
         }
