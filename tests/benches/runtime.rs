@@ -12,8 +12,14 @@
 //!   pods (a guest sleeping in `poll_oneoff`): the agent's RSS with none and
 //!   with all of them, per pod, and its virtual size.
 //!
+//! - Cold start: a pod's module loaded from the agent's compiled-code cache
+//!   (`Runtime::load`, as after a reboot) and run to its end
+//!   (`Runtime::run`: store, WASI context with its log streams, limits,
+//!   instantiate, `_start`), beside raw wasmtime instantiating the same
+//!   module already in memory and calling `_start` (goal ≤ 3×).
+//!
 //! Prints tables; no assertions: read the ratio, not the time. An argument
-//! `cpu` or `density` runs only that part (`cargo bench --bench runtime --
+//! `cpu`, `density` or `coldstart` runs only that part (`cargo bench --bench runtime --
 //! cpu`).
 
 use std::sync::Arc;
@@ -271,7 +277,7 @@ fn main() {
     let rt = spoke_agent::runtime::tokio_runtime().expect("tokio");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only = |part: &str| {
-        let parts = ["cpu", "density"];
+        let parts = ["cpu", "density", "coldstart"];
         let chosen: Vec<&String> = args
             .iter()
             .filter(|a| parts.contains(&a.as_str()))
@@ -282,10 +288,113 @@ fn main() {
         if only("cpu") {
             containment().await;
         }
+        if only("coldstart") {
+            cold_start().await;
+        }
         if only("density") {
             density().await;
         }
     });
+}
+
+/// Writes one line and returns, with a Rust program's 17 pages of memory.
+const HELLO_ONCE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 17)
+  (data (i32.const 64) "hello from a cold start\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 24))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+async fn cold_start() {
+    let samples = if quick() { 50 } else { 500 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = wat::parse_str(HELLO_ONCE).expect("wat");
+    let path = dir.path().join("hello.wasm");
+    std::fs::write(&path, &wasm).expect("write");
+    let runtime = Runtime::new(&dir.path().join("compiled")).expect("runtime");
+    // The first load compiles and caches; every timed one reads the cache.
+    assert!(!runtime.load("hello", &path).expect("compile").from_cache);
+    let log = PodLog::open(&dir.path().join("logs"), "bench", "cold").expect("log");
+    let mut pod = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = std::time::Instant::now();
+        let loaded = runtime.load("hello", &path).expect("load");
+        let outcome = runtime.run(&loaded, spec(&log, None)).await;
+        pod.push(t.elapsed());
+        assert!(loaded.from_cache);
+        assert_eq!(outcome, spoke_agent::runtime::Outcome::Exited(0));
+    }
+    let raw = raw_instantiate_and_start(&wasm, samples).await;
+    pod.sort();
+    let raw_sorted = {
+        let mut r = raw.clone();
+        r.sort();
+        r
+    };
+    let (p50, p99) = (percentile(&pod, 0.5), percentile(&pod, 0.99));
+    let (r50, r99) = (percentile(&raw_sorted, 0.5), percentile(&raw_sorted, 0.99));
+    println!(
+        "\nSpoke runtime benchmark: pod cold start with compiled code cached ({samples} starts)\n"
+    );
+    println!("| | p50 | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| pod: load from cache + run to its end | {} | {} |",
+        ms(p50),
+        ms(p99)
+    );
+    println!(
+        "| raw wasmtime: instantiate + _start (module in memory) | {} | {} |",
+        ms(r50),
+        ms(r99)
+    );
+    println!(
+        "| ratio | {:.2}× | {:.2}× |",
+        p50.as_secs_f64() / r50.as_secs_f64(),
+        p99.as_secs_f64() / r99.as_secs_f64()
+    );
+    Figure::ms("runtime", "pod cold start (cached code) p50", p50)
+        .baseline_ms("raw wasmtime instantiate + start p50", r50)
+        .goal("≤ 3× baseline")
+        .emit();
+    Figure::ms("runtime", "pod cold start (cached code) p99", p99)
+        .baseline_ms("raw wasmtime instantiate + start p99", r99)
+        .goal("≤ 3× baseline")
+        .emit();
+}
+
+/// The same module with bare wasmtime: compiled once, then per sample a
+/// store and WASI context, instantiate and `_start`.
+async fn raw_instantiate_and_start(wasm: &[u8], samples: usize) -> Vec<Duration> {
+    use wasmtime::{Config, Engine, Linker, Module, Store};
+    use wasmtime_wasi::WasiCtxBuilder;
+    use wasmtime_wasi::p1::WasiP1Ctx;
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).expect("engine");
+    let module = Module::new(&engine, wasm).expect("module");
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).expect("link");
+    let pre = linker.instantiate_pre(&module).expect("pre");
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = std::time::Instant::now();
+        let ctx = WasiCtxBuilder::new().build_p1();
+        let mut store = Store::new(&engine, ctx);
+        store.set_epoch_deadline(1);
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .expect("_start");
+        start.call_async(&mut store, ()).await.expect("run");
+        out.push(t.elapsed());
+    }
+    out
 }
 
 async fn containment() {
