@@ -829,3 +829,18 @@ pub fn running_as_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A small deterministic generator (no dependency): a test's choices are
+/// varied but the same in every run, so a failure can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use spoke_client::Client;
-use spoke_e2e::{Agent, Hub, Tmpfs, container, eventually, example_wasm, live_pods, tail};
+use spoke_e2e::{Agent, Hub, Lcg, Tmpfs, container, eventually, example_wasm, live_pods, tail};
 
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
@@ -23,19 +23,6 @@ fn soak() -> bool {
 
 fn kills() -> u64 {
     if soak() { 100 } else { 4 }
-}
-
-/// A small deterministic generator (no dependency): the test's choices are
-/// varied but the same in every run, so a failure can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 fn started_at(p: &Value) -> Option<SystemTime> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spoke_client::Client;
 use spoke_e2e::netns::Netns;
-use spoke_e2e::{Agent, Hub, bin, eventually, example_wasm, live_pods, tail};
+use spoke_e2e::{Agent, Hub, Lcg, bin, eventually, example_wasm, live_pods, tail};
 
 const NODE: &str = "edge-nf";
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -597,19 +597,6 @@ async fn a_partitioned_board_keeps_its_pods_running_and_applies_each_change_once
          committed after the cut: {:?}",
         applied_revisions(since_cut)
     );
-}
-
-/// A small deterministic generator (no dependency): the stream of changes
-/// is varied but the same in every run, so a failure can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// The module at `path` with a custom section of `bytes` appended: it
