@@ -556,11 +556,7 @@ mod tests {
     #[tokio::test]
     async fn a_pull_that_times_out_is_resumed_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, mut rx) = Outbox::new();
-        outbox.set_connected(true);
-        let fetcher = Arc::new(
-            Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(200)),
-        );
+        let (fetcher, mut rx) = connected_fetcher(dir.path(), Duration::from_millis(200));
         let module: Vec<u8> = (0..250u32).map(|i| (i * 7) as u8).collect();
         // First pull: two chunks arrive, the third never does.
         let f = fetcher.clone();
@@ -579,6 +575,18 @@ mod tests {
         let stored = fs::read(fetcher.store().path(hex_of(&digest_of(&module)).unwrap())).unwrap();
         assert_eq!(stored, module);
         assert!(fetcher.partial_map().is_empty());
+    }
+
+    /// A fetcher on a connected outbox with a short timeout, and the
+    /// receiving end of what it sends.
+    fn connected_fetcher(
+        dir: &Path,
+        timeout: Duration,
+    ) -> (Arc<Fetcher>, mpsc::UnboundedReceiver<Up>) {
+        let (outbox, rx) = Outbox::new();
+        outbox.set_connected(true);
+        let fetcher = Arc::new(Fetcher::new(Store::new(dir), outbox).with_timeout(timeout));
+        (fetcher, rx)
     }
 
     /// The next request: (pull id, offset).
@@ -605,11 +613,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_that_comes_after_its_pull_gave_up_still_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, mut rx) = Outbox::new();
-        outbox.set_connected(true);
-        let fetcher = Arc::new(
-            Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(200)),
-        );
+        let (fetcher, mut rx) = connected_fetcher(dir.path(), Duration::from_millis(200));
         let module: Vec<u8> = (0..250u32).map(|i| (i * 3) as u8).collect();
         let mut offsets = Vec::new();
         // The first chunk comes after its pull gave up: kept all the same,
@@ -644,11 +648,7 @@ mod tests {
     #[tokio::test]
     async fn a_resumed_pull_starts_over_when_the_image_names_another_module() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, mut rx) = Outbox::new();
-        outbox.set_connected(true);
-        let fetcher = Arc::new(
-            Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(200)),
-        );
+        let (fetcher, mut rx) = connected_fetcher(dir.path(), Duration::from_millis(200));
         let old: Vec<u8> = vec![1; 250];
         let new: Vec<u8> = vec![2; 150];
         let f = fetcher.clone();
@@ -758,11 +758,7 @@ mod tests {
             ) {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 let dir = tempfile::tempdir().unwrap();
-                let (outbox, mut rx) = Outbox::new();
-                outbox.set_connected(true);
-                let fetcher = Arc::new(
-                    Fetcher::new(Store::new(dir.path()), outbox).with_timeout(Duration::from_millis(20)),
-                );
+                let (fetcher, mut rx) = connected_fetcher(dir.path(), Duration::from_millis(20));
                 let right = digest_of(&module);
                 let image = if by_digest { right.clone() } else { "app:v1".to_string() };
                 let result = rt.block_on(async {

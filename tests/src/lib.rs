@@ -844,3 +844,23 @@ impl Lcg {
         (self.0 >> 33) % n
     }
 }
+
+/// Whether a process is still alive (not exited, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The status of a Node object's `Ready` condition (`True`, `False`,
+/// `Unknown`), if it has one.
+pub fn node_ready(node: &Value) -> Option<&str> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?["status"]
+        .as_str()
+}

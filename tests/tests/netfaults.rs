@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spoke_client::Client;
 use spoke_e2e::netns::Netns;
-use spoke_e2e::{Agent, Hub, Lcg, bin, eventually, example_wasm, live_pods, tail};
+use spoke_e2e::{
+    Agent, Hub, Lcg, alive, bin, eventually, example_wasm, live_pods, node_ready, tail,
+};
 
 const NODE: &str = "edge-nf";
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -132,31 +134,13 @@ fn times(what: &[String], name: &str) -> usize {
     what.iter().filter(|n| *n == name).count()
 }
 
-/// Whether a process is still alive (not exited, not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| {
-            !s.lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn ready(node: &Value) -> Option<&str> {
-    node["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?["status"]
-        .as_str()
-}
-
 /// The revision the agent acknowledged, once it equals the hub's desired
 /// revision for the node and the node is Ready.
 async fn synced_revision(c: &Client) -> Option<u64> {
     let node: Value = c.get(&format!("/api/v1/nodes/{NODE}")).await.ok()?;
     let sync = &node["status"]["sync"];
     let applied = sync["appliedRevision"].as_u64()?;
-    (ready(&node) == Some("True") && Some(applied) == sync["desiredRevision"].as_u64())
+    (node_ready(&node) == Some("True") && Some(applied) == sync["desiredRevision"].as_u64())
         .then_some(applied)
 }
 
@@ -366,7 +350,7 @@ async fn a_partitioned_board_keeps_its_pods_running_and_applies_each_change_once
             let tainted = node["spec"]["taints"].as_array()?.iter().any(|t| {
                 t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"
             });
-            (ready(&node) == Some("Unknown") && tainted).then_some(())
+            (node_ready(&node) == Some("Unknown") && tainted).then_some(())
         },
     )
     .await;
@@ -423,7 +407,11 @@ async fn a_partitioned_board_keeps_its_pods_running_and_applies_each_change_once
 
     // Still cut off: the hub saw nothing of the board, and yet the pods ran.
     let node: Value = c.get(&format!("/api/v1/nodes/{NODE}")).await.unwrap();
-    assert_eq!(ready(&node), Some("Unknown"), "still partitioned: {node}");
+    assert_eq!(
+        node_ready(&node),
+        Some("Unknown"),
+        "still partitioned: {node}"
+    );
     let dropped = b.ns.dropped();
     assert!(dropped > 0, "the cut dropped no packet");
     let count_at_heal = *counts(&b.pod_log("keep")).last().unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use spoke_client::Client;
 use spoke_e2e::proxy::TcpProxy;
-use spoke_e2e::{Hub, example_wasm, tail};
+use spoke_e2e::{Hub, example_wasm, node_ready, tail};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
@@ -56,14 +56,6 @@ fn incarnation(p: &Value) -> (Value, Value) {
         c["state"]["running"]["startedAt"].clone(),
         c["restartCount"].clone(),
     )
-}
-
-fn ready(node: &Value) -> Option<&str> {
-    node["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?["status"]
-        .as_str()
 }
 
 fn has_taint(node: &Value, key: &str, effect: &str) -> bool {
@@ -158,7 +150,7 @@ async fn a_node_cut_off_past_the_toleration_loses_only_replicated_pods_and_stops
     link.cut();
     let node = wait_until(&hub, "edge-1 NotReady and tainted", async || {
         let n: Value = c.get("/api/v1/nodes/edge-1").await.ok()?;
-        (ready(&n) == Some("Unknown")
+        (node_ready(&n) == Some("Unknown")
             && has_taint(&n, "node.kubernetes.io/unreachable", "NoExecute")
             && has_taint(&n, "node.kubernetes.io/unreachable", "NoSchedule"))
         .then_some(n)
@@ -582,7 +574,7 @@ async fn an_agent_under_its_disk_threshold_reports_disk_pressure_and_gets_tainte
     let memory = condition(&node, "MemoryPressure").expect("MemoryPressure reported");
     assert_eq!(memory["status"], "False", "{memory}");
     assert_eq!(memory["reason"], "KubeletHasSufficientMemory");
-    assert_eq!(ready(&node), Some("True"));
+    assert_eq!(node_ready(&node), Some("True"));
     assert!(!has_taint(
         &node,
         "node.kubernetes.io/memory-pressure",

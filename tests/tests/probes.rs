@@ -48,6 +48,17 @@ async fn create(hub: &Hub, pod: Value) {
         .unwrap_or_else(|e| panic!("create {pod}: {e}"));
 }
 
+/// Waits (up to a minute) until the pod `name` is gone from the API.
+async fn wait_removed(hub: &Hub, name: &str, what: &str) {
+    let client = hub.client();
+    let path = format!("{PODS}/{name}");
+    spoke_e2e::eventually(std::time::Duration::from_secs(60), what, || {
+        let (client, path) = (client.clone(), path.clone());
+        async move { client.get::<Value>(&path).await.is_err().then_some(()) }
+    })
+    .await;
+}
+
 fn condition(pod: &Value, type_: &str) -> String {
     pod["status"]["conditions"]
         .as_array()
@@ -86,22 +97,7 @@ async fn a_deleted_pod_sees_its_stdin_close_and_is_removed_once_it_exited() {
         .delete(&format!("{PODS}/polite"), None)
         .await
         .unwrap();
-    let client = hub.client();
-    spoke_e2e::eventually(
-        std::time::Duration::from_secs(60),
-        "the pod removed",
-        || {
-            let client = client.clone();
-            async move {
-                client
-                    .get::<Value>(&format!("{PODS}/polite"))
-                    .await
-                    .is_err()
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    wait_removed(&hub, "polite", "the pod removed").await;
     assert!(
         out.join("stopped").exists(),
         "the guest did not run after its stdin closed"
@@ -149,20 +145,10 @@ async fn delete_with_a_grace_period_overrides_the_pods_own() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let client = hub.client();
-    spoke_e2e::eventually(
-        std::time::Duration::from_secs(60),
+    wait_removed(
+        &hub,
+        "stubborn",
         "the pod removed after its 2 s deletion grace",
-        || {
-            let client = client.clone();
-            async move {
-                client
-                    .get::<Value>(&format!("{PODS}/stubborn"))
-                    .await
-                    .is_err()
-                    .then_some(())
-            }
-        },
     )
     .await;
 }

@@ -8,7 +8,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use spoke_api::protocol::{MAX_MESSAGE_BYTES, topic};
 use spoke_e2e::proxy::TcpProxy;
-use spoke_e2e::{Agent, Hub, Mosquitto, container, eventually, example_wasm, pod_manifest, tail};
+use spoke_e2e::{
+    Agent, Hub, Mosquitto, alive, container, eventually, example_wasm, node_ready, pod_manifest,
+    tail,
+};
 use tokio::sync::mpsc;
 
 const NODE: &str = "edge-1";
@@ -177,16 +180,6 @@ async fn stopped(path: PathBuf, what: &str) {
         }
     })
     .await;
-}
-
-/// Whether a process is still alive (not exited, not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| {
-            !s.lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'))
-        })
-        .unwrap_or(false)
 }
 
 /// Publishes a malformed payload to the agent's `down` topic and waits for
@@ -466,14 +459,6 @@ async fn malformed_and_oversized_payloads_are_dropped_with_mosquitto() {
     malformed_and_oversized_payloads_are_dropped(true).await;
 }
 
-fn ready(node: &Value) -> Option<&str> {
-    node["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?["status"]
-        .as_str()
-}
-
 /// Waits until the node's status shows its agent has acknowledged the
 /// hub's revision, and returns that revision.
 async fn in_sync(hub: &Hub) -> u64 {
@@ -533,7 +518,7 @@ async fn hub_restart_keeps_nodes_ready_and_status_shows_the_acknowledged_revisio
             .await
         {
             assert_eq!(
-                ready(&node),
+                node_ready(&node),
                 Some("True"),
                 "node flapped after a hub restart: {node}"
             );
@@ -560,7 +545,7 @@ async fn hub_restart_keeps_nodes_ready_and_status_shows_the_acknowledged_revisio
                 .get(&format!("/api/v1/nodes/{NODE}"))
                 .await
                 .ok()?;
-            (ready(&node) == Some("Unknown")).then_some(())
+            (node_ready(&node) == Some("Unknown")).then_some(())
         },
     )
     .await;
