@@ -6,16 +6,24 @@
 //! quarter of a second per second) and holds at most one [`PERIOD`] worth
 //! (`cpu × PERIOD`), so a pod that was idle may burst that much and no more.
 //! Every poll of the guest's future (one stretch of guest code between two
-//! yields: an epoch tick, or a host call that waits) is charged at its wall
-//! time. When the bucket is empty the future stays pending on a tokio timer
-//! until it has refilled: no tokio worker is blocked, and the guest, stopped
-//! at its yield, simply does not run.
+//! yields: an epoch tick, or a host call that waits) is charged the CPU time
+//! its thread used during the poll (`CLOCK_THREAD_CPUTIME_ID`), as CFS
+//! charges a cgroup the time its tasks ran. When the bucket is empty the
+//! future stays pending on a tokio timer until it has refilled: no tokio
+//! worker is blocked, and the guest, stopped at its yield, simply does not
+//! run.
+//!
+//! Why CPU time and not wall time: on a busy board the kernel shares a core
+//! between the guest's thread and others in the middle of a slice. Charged
+//! at wall time, a pod was billed for time other processes ran, and its
+//! share fell with the board's load (to a few percent of its limit at a
+//! load of 15 on two cores).
 //!
 //! Caveats: the guest yields at epoch ticks ([`super::EPOCH_TICK`]), so it can
 //! overrun its bucket by up to one tick; the overrun is debt paid back by a
-//! longer wait, so the long-run share stays at the limit. Wall time in a poll
-//! includes time the OS gave to other threads, which only errs towards
-//! charging a pod more on a busy board.
+//! longer wait, so the long-run share stays at the limit. Work a host call
+//! hands to another thread (wasmtime-wasi's blocking file IO) is not
+//! charged, as the kernel's own IO is not charged to a cgroup's CPU quota.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,6 +83,16 @@ impl Quota {
     }
 }
 
+/// CPU time the calling thread has used (a system call: the vDSO does not
+/// serve per-thread clocks; well under a microsecond, twice per guest poll).
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// Runs `inner` within `quota`: see the module docs.
 pub fn throttle<F: Future>(quota: Quota, inner: F) -> Throttled<F> {
     Throttled {
@@ -112,15 +130,14 @@ impl<F: Future> Future for Throttled<F> {
             }
             this.wait = None;
         }
-        let start = Instant::now();
+        let start = thread_cpu_time();
         let result = this.inner.as_mut().poll(cx);
-        let end = Instant::now();
-        let ran = end - start;
+        let ran = thread_cpu_time().saturating_sub(start);
         this.used += ran;
         if result.is_ready() {
             return result;
         }
-        if let Some(d) = this.quota.charge(ran, end) {
+        if let Some(d) = this.quota.charge(ran, Instant::now()) {
             let mut wait = Box::pin(tokio::time::sleep(d));
             // Registers the timer with this task's waker.
             if wait.as_mut().poll(cx).is_pending() {
@@ -170,6 +187,39 @@ mod tests {
                 .collect();
             assert_eq!(got, waits, "{milli}m {runs:?}");
         }
+    }
+
+    /// A future that, on each poll, sleeps (wall time, no CPU) and returns
+    /// pending, waking itself; ready after `polls` polls.
+    struct Sleepy {
+        polls: u32,
+        nap: Duration,
+    }
+
+    impl Future for Sleepy {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.polls == 0 {
+                return Poll::Ready(());
+            }
+            self.polls -= 1;
+            std::thread::sleep(self.nap);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poll_is_charged_the_cpu_time_it_used_not_the_wall_time() {
+        // Three polls of 20 ms wall time each, spent asleep: a thread that
+        // sleeps uses (next to) no CPU, as a guest's thread preempted by a
+        // busy board's other processes does. Charged at wall time, 60 ms at
+        // 100m would have left the pod waiting ~0.5 s.
+        let nap = Duration::from_millis(20);
+        let mut throttled = throttle(Quota::new(100, Instant::now()), Sleepy { polls: 3, nap });
+        (&mut throttled).await;
+        let used = throttled.used();
+        assert!(used < Duration::from_millis(10), "charged {used:?}");
     }
 
     #[test]

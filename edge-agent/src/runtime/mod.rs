@@ -78,9 +78,9 @@ pub fn tokio_runtime() -> io::Result<tokio::runtime::Runtime> {
 /// that runs the neighbour at once, and the kernel shares the cores between
 /// its thread and the spinning ones as it shares any threads (a thread that
 /// slept gets the CPU quickly). A spinner's CPU limit is unaffected: it is
-/// charged the wall time of its polls, so time the kernel gives to others
-/// during a slice only counts against it. Idle workers cost a parked thread
-/// each (a few KiB resident).
+/// charged the CPU time its thread used, not the time the kernel gave to
+/// others during its slice. Idle workers cost a parked thread each (a few
+/// KiB resident).
 pub fn worker_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (2 * cores).max(4)
