@@ -433,9 +433,43 @@ impl wasmtime_wasi::cli::IsTerminal for LogStream {
 }
 
 impl wasmtime_wasi::cli::StdoutStream for LogStream {
+    /// What preview 1 and preview 2 guests write through. Without it,
+    /// wasmtime-wasi wraps [`Self::async_stream`] in a stream whose writes
+    /// go through a task of their own: a spawned task per stream and a
+    /// cross-thread wake-up per write (tens of microseconds each), to append
+    /// to a buffer in memory.
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+}
+
+/// Written inline, like [`tokio::io::AsyncWrite`] above: the log's buffer
+/// takes any amount at once.
+impl wasmtime_wasi::p2::OutputStream for LogStream {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        // What a guest may hand over in one write (as wasmtime-wasi's file
+        // stream offers).
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for LogStream {
+    /// Always ready: writes never wait.
+    async fn ready(&mut self) {}
 }
 
 #[cfg(test)]
