@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spoke_agent::pods::logs::PodLog;
-use spoke_agent::runtime::{NetPolicy, RunSpec, Runtime};
+use spoke_agent::runtime::{NetPolicy, Origin, RunSpec, Runtime};
 use spoke_e2e::free_port;
 use spoke_e2e::stats::{Figure, quick};
 use spoke_guest::http::{self, Request, Response};
@@ -78,8 +78,8 @@ fn main() {
     let runtime = Arc::new(Runtime::new(&dir.path().join("compiled")).unwrap());
     // Compile once so the measured start loads cached code, as an agent does.
     drop(runtime.load("web", &wasm).unwrap());
-    let loaded = Arc::new(runtime.load("web", &wasm).unwrap());
-    assert!(loaded.from_cache);
+    let (loaded, origin) = runtime.load("web", &wasm).unwrap();
+    assert_eq!(origin, Origin::Cache);
     let log = PodLog::open(&dir.path().join("logs"), "bench", "web").unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()

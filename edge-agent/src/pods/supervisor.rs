@@ -676,7 +676,7 @@ impl PodCtx {
             .await
             .map_err(|e| PrepareError::Pull(e.to_string()))?;
         match loaded {
-            Ok(l) => Ok((digest, Arc::new(l))),
+            Ok((l, _)) => Ok((digest, l)),
             Err(runtime::Error::Invalid(m)) => Err(PrepareError::Invalid(m)),
             Err(e) => Err(PrepareError::Pull(e.to_string())),
         }

@@ -4,7 +4,8 @@
 //!   as WASI preview 2 `wasi:cli/run` commands.
 //! - Compiled code is cached on disk per module digest, because compiling
 //!   costs tens of milliseconds per module on a Pi and instantiating costs
-//!   microseconds.
+//!   microseconds. Pods running the same digest share one loaded program
+//!   in memory (one mapping of its code, one set of its metadata).
 //! - A background thread bumps the engine's epoch every [`EPOCH_TICK`]; every
 //!   store yields to tokio at each tick, so a guest spinning in a loop cannot
 //!   starve its neighbours, and dropping its future stops it.
@@ -23,15 +24,17 @@
 //! - Components get WASI sockets under the container's [`NetPolicy`]:
 //!   listen on declared ports, connect where `spec.egress` allows.
 
+use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, InstancePre, Module, Precompiled, ResourceLimiter, Store};
+use wasmtime::{Engine, InstancePre, Module, ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -153,8 +156,37 @@ pub struct Mount {
 /// A compiled program, ready to instantiate many times.
 pub struct Loaded {
     program: Program,
-    /// True when the compiled code came from the on-disk cache.
-    pub from_cache: bool,
+}
+
+/// Where [`Runtime::load`] found a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Already in memory: another pod (or instance) of the same digest had it.
+    Shared,
+    /// Deserialized from the on-disk compiled-code cache.
+    Cache,
+    /// Compiled from the module's bytes (and cached on disk).
+    Compiled,
+}
+
+/// The two kinds of program, which the compiled cache names apart so that a
+/// load need not open the file twice to tell which it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Module,
+    Component,
+}
+
+impl Kind {
+    const ALL: [Kind; 2] = [Kind::Module, Kind::Component];
+
+    /// The file name suffix of its cache entries.
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Module => ".module.cwasm",
+            Kind::Component => ".component.cwasm",
+        }
+    }
 }
 
 enum Program {
@@ -230,6 +262,9 @@ pub struct Runtime {
     component_linker: wasmtime::component::Linker<ComponentState>,
     compiled_dir: PathBuf,
     reactor: reactor::Reactor,
+    /// Programs some pod still holds, by digest: weak, so a program is
+    /// dropped with the last pod that runs it.
+    shared: Mutex<HashMap<String, Weak<Loaded>>>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -281,34 +316,55 @@ impl Runtime {
             )))
         })?;
 
+        sweep_compiled_dir(compiled_dir);
         Ok(Runtime {
             engine,
             core_linker,
             component_linker,
             compiled_dir: compiled_dir.to_path_buf(),
             reactor,
+            shared: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Where the compiled code of `hex` (a module digest without `sha256:`) is cached.
-    pub fn compiled_path(&self, hex: &str) -> PathBuf {
-        self.compiled_dir.join(format!("{hex}.cwasm"))
+    fn entry(&self, hex: &str, kind: Kind) -> PathBuf {
+        self.compiled_dir.join(format!("{hex}{}", kind.suffix()))
     }
 
-    /// Loads the module `hex` stored at `wasm_path`: from the compiled cache
-    /// when possible, else by compiling it (and caching the result).
+    /// The compiled-code cache entry of `hex` (a module digest without
+    /// `sha256:`), if there is one.
+    pub fn compiled_path(&self, hex: &str) -> Option<PathBuf> {
+        Kind::ALL
+            .into_iter()
+            .map(|kind| self.entry(hex, kind))
+            .find(|path| path.exists())
+    }
+
+    /// Loads the module `hex` stored at `wasm_path`: the program another pod
+    /// already holds, else from the compiled cache, else by compiling it
+    /// (and caching the result).
     ///
     /// This is CPU-heavy: call it from `spawn_blocking`.
-    pub fn load(&self, hex: &str, wasm_path: &Path) -> Result<Loaded, Error> {
-        let cached = self.compiled_path(hex);
-        if cached.exists() {
-            match self.load_compiled(&cached) {
-                Ok(program) => {
-                    return Ok(Loaded {
-                        program,
-                        from_cache: true,
-                    });
-                }
+    pub fn load(&self, hex: &str, wasm_path: &Path) -> Result<(Arc<Loaded>, Origin), Error> {
+        if let Some(loaded) = lock(&self.shared).get(hex).and_then(Weak::upgrade) {
+            return Ok((loaded, Origin::Shared));
+        }
+        let (program, origin) = self.load_unshared(hex, wasm_path)?;
+        let loaded = Arc::new(Loaded { program });
+        let mut shared = lock(&self.shared);
+        shared.retain(|_, weak| weak.strong_count() > 0);
+        shared.insert(hex.to_string(), Arc::downgrade(&loaded));
+        Ok((loaded, origin))
+    }
+
+    fn load_unshared(&self, hex: &str, wasm_path: &Path) -> Result<(Program, Origin), Error> {
+        for kind in Kind::ALL {
+            let cached = self.entry(hex, kind);
+            if !cached.exists() {
+                continue;
+            }
+            match self.load_compiled(&cached, kind) {
+                Ok(program) => return Ok((program, Origin::Cache)),
                 Err(e) => {
                     // Written by another wasmtime version, or damaged: recompile.
                     tracing::warn!(path = %cached.display(), error = %format!("{e:#}"), "ignoring compiled-code cache entry");
@@ -328,36 +384,39 @@ impl Runtime {
             ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
             "compiled module"
         );
+        let kind = match program {
+            Program::Core(_) => Kind::Module,
+            Program::Component(_) => Kind::Component,
+        };
+        let cached = self.entry(hex, kind);
         if let Err(e) = self.write_compiled(&cached, &serialized) {
             tracing::warn!(path = %cached.display(), error = %e, "cannot cache compiled code");
         }
-        Ok(Loaded {
-            program,
-            from_cache: false,
-        })
+        Ok((program, Origin::Compiled))
     }
 
-    fn load_compiled(&self, path: &Path) -> wasmtime::Result<Program> {
-        match Engine::detect_precompiled_file(path)? {
-            Some(Precompiled::Module) => {
+    fn load_compiled(&self, path: &Path, kind: Kind) -> wasmtime::Result<Program> {
+        match kind {
+            Kind::Module => {
                 // SAFETY: `deserialize_file` trusts the file to be wasmtime's
                 // own output. It is: only this agent writes `compiled/`, in its
                 // own data dir, with `Module::serialize` of a module whose
                 // digest it verified, and files are renamed into place only
-                // once complete and never rewritten in place (the file is
-                // mapped: truncating it under a live module would fault).
-                // wasmtime still checks the version and engine settings
-                // recorded in the file and refuses a mismatch.
+                // once complete and synced to disk (a power cut cannot leave
+                // a named file with missing code) and never rewritten in place
+                // (the file is mapped: truncating it under a live module
+                // would fault). wasmtime still checks the version, the kind
+                // and the engine settings recorded in the file and refuses a
+                // mismatch.
                 let module = unsafe { Module::deserialize_file(&self.engine, path)? };
                 Ok(Program::Core(self.core_linker.instantiate_pre(&module)?))
             }
-            Some(Precompiled::Component) => {
+            Kind::Component => {
                 // SAFETY: as above, for `Component::serialize`.
                 let component = unsafe { Component::deserialize_file(&self.engine, path)? };
                 let pre = self.component_linker.instantiate_pre(&component)?;
                 Ok(Program::Component(CommandPre::new(pre)?))
             }
-            None => Err(wasmtime::Error::msg("not a compiled wasmtime artifact")),
         }
     }
 
@@ -386,12 +445,19 @@ impl Runtime {
         // A unique temporary name: two pods may compile the same digest at once.
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        // A write that fails midway (a full disk) leaves no fragment behind.
-        fs::write(&tmp, bytes)
-            .and_then(|()| fs::rename(&tmp, path))
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })
+        // A write that fails midway (a full disk) leaves no fragment behind;
+        // one cut short by a crash is swept at the next start.
+        let write = || {
+            let mut file = fs::File::create(&tmp)?;
+            io::Write::write_all(&mut file, bytes)?;
+            // Synced before it gets its name: this file is loaded as trusted
+            // machine code (see `load_compiled`).
+            file.sync_all()?;
+            fs::rename(&tmp, path)
+        };
+        write().inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
     }
 
     /// A WASI context builder with the spec's argv, env and preopens.
@@ -597,6 +663,32 @@ impl Runtime {
             None => self.reactor.enter(guest).await,
         }
     }
+}
+
+/// Removes what is not a cache entry from the compiled-code directory: the
+/// temporary file of a write cut short by a crash, and entries named by an
+/// older agent (`<digest>.cwasm`). Called at start, before any write.
+fn sweep_compiled_dir(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if Kind::ALL.iter().any(|kind| name.ends_with(kind.suffix())) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(file = %name, "removed a stale compiled-code file"),
+            Err(e) => {
+                tracing::warn!(file = %name, error = %e, "cannot remove a stale compiled-code file")
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Maps the end of a guest to an [`Outcome`].

@@ -21,13 +21,13 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Loaded, Error> {
+    fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Arc<Loaded>, Error> {
         let path = self.dir.path().join(format!("{name}.wasm"));
         fs::write(&path, bytes).unwrap();
-        self.runtime.load(name, &path)
+        self.runtime.load(name, &path).map(|(loaded, _)| loaded)
     }
 
-    fn load_wat(&self, name: &str, wat: &str) -> Loaded {
+    fn load_wat(&self, name: &str, wat: &str) -> Arc<Loaded> {
         self.load_bytes(name, &wat::parse_str(wat).unwrap())
             .unwrap()
     }
@@ -245,17 +245,21 @@ fn invalid_bytes_are_an_invalid_image_with_the_compilers_message() {
 #[tokio::test]
 async fn compiled_code_is_cached_and_reused() {
     let f = fixture();
-    let first = f.load_wat("cached", EXIT_3);
-    assert!(!first.from_cache);
-    assert!(f.runtime.compiled_path("cached").exists());
+    let wasm = f.dir.path().join("cached.wasm");
+    fs::write(&wasm, wat::parse_str(EXIT_3).unwrap()).unwrap();
+    let (first, origin) = f.runtime.load("cached", &wasm).unwrap();
+    assert_eq!(origin, Origin::Compiled);
+    let entry = f.runtime.compiled_path("cached").expect("a cache entry");
 
-    // The wasm file is gone: only the cache can satisfy the second load.
-    fs::remove_file(f.dir.path().join("cached.wasm")).unwrap();
-    let second = f
-        .runtime
-        .load("cached", &f.dir.path().join("cached.wasm"))
-        .unwrap();
-    assert!(second.from_cache);
+    // The wasm file is gone: only memory can satisfy the second load while
+    // the first is held, and only the cache once it is dropped.
+    fs::remove_file(&wasm).unwrap();
+    let (again, origin) = f.runtime.load("cached", &wasm).unwrap();
+    assert_eq!(origin, Origin::Shared);
+    assert!(Arc::ptr_eq(&first, &again));
+    drop((first, again));
+    let (second, origin) = f.runtime.load("cached", &wasm).unwrap();
+    assert_eq!(origin, Origin::Cache);
     assert_eq!(
         f.runtime.run(&second, f.spec(None)).await,
         Outcome::Exited(3)
@@ -267,9 +271,32 @@ async fn compiled_code_is_cached_and_reused() {
     drop(second);
     let garbage = f.dir.path().join("garbage");
     fs::write(&garbage, b"garbage").unwrap();
-    fs::rename(&garbage, f.runtime.compiled_path("cached")).unwrap();
-    let third = f.load_wat("cached", EXIT_3);
-    assert!(!third.from_cache);
+    fs::rename(&garbage, &entry).unwrap();
+    fs::write(&wasm, wat::parse_str(EXIT_3).unwrap()).unwrap();
+    let (_, origin) = f.runtime.load("cached", &wasm).unwrap();
+    assert_eq!(origin, Origin::Compiled);
+}
+
+#[tokio::test]
+async fn a_start_sweeps_temporary_and_old_format_compiled_files() {
+    let f = fixture();
+    drop(f.load_wat("m", EXIT_3));
+    let entry = f.runtime.compiled_path("m").unwrap();
+    let compiled = entry.parent().unwrap();
+    // What a `kill -9` mid-write leaves, and an entry an older agent named.
+    let torn = compiled.join(format!("m.module.tmp{}-0", std::process::id()));
+    let old = compiled.join("m.cwasm");
+    fs::write(&torn, b"\x7fELF half").unwrap();
+    fs::copy(&entry, &old).unwrap();
+
+    // The agent starts again.
+    let runtime = Runtime::new(compiled).unwrap();
+    assert!(!torn.exists());
+    assert!(!old.exists());
+    assert!(entry.exists());
+    let (loaded, origin) = runtime.load("m", &f.dir.path().join("m.wasm")).unwrap();
+    assert_eq!(origin, Origin::Cache);
+    assert_eq!(runtime.run(&loaded, f.spec(None)).await, Outcome::Exited(3));
 }
 
 #[test]
@@ -307,7 +334,7 @@ async fn the_real_hello_guest_prints_and_exits_when_present() {
         return;
     }
     let f = fixture();
-    let loaded = f.runtime.load("hello-real", &path).unwrap();
+    let (loaded, _) = f.runtime.load("hello-real", &path).unwrap();
     let mut spec = f.spec(None);
     spec.env = vec![
         ("HELLO_LINES".into(), "2".into()),
@@ -430,7 +457,7 @@ async fn each_kind_of_trap_ends_the_instance_with_a_message_naming_it() {
 
 /// A real example component from `examples/out` (built by
 /// `examples/build.sh`), or `None` with a note when it is missing.
-fn example_component(f: &Fixture, name: &str) -> Option<Loaded> {
+fn example_component(f: &Fixture, name: &str) -> Option<Arc<Loaded>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/out/{name}.wasm"));
     if !path.exists() {
         eprintln!(
@@ -443,7 +470,7 @@ fn example_component(f: &Fixture, name: &str) -> Option<Loaded> {
         is_component(&fs::read(&path).unwrap()),
         "{name}.wasm is not a component"
     );
-    Some(f.runtime.load(name, &path).unwrap())
+    Some(f.runtime.load(name, &path).unwrap().0)
 }
 
 /// A port that was free a moment ago.
