@@ -322,26 +322,23 @@ async fn cold_start() {
     assert_eq!(origin, Origin::Compiled);
     drop(compiled);
     let log = PodLog::open(&dir.path().join("logs"), "bench", "cold").expect("log");
-    let mut from_disk = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = std::time::Instant::now();
-        let (loaded, origin) = runtime.load("hello", &path).expect("load");
-        let outcome = runtime.run(&loaded, spec(&log, None)).await;
-        from_disk.push(t.elapsed());
-        assert_eq!(origin, Origin::Cache);
-        assert_eq!(outcome, Outcome::Exited(0));
-    }
+    // Each sample: load + run, the load coming from `expect`.
+    let starts = async |expect: Origin| {
+        let mut times = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t = std::time::Instant::now();
+            let (loaded, origin) = runtime.load("hello", &path).expect("load");
+            let outcome = runtime.run(&loaded, spec(&log, None)).await;
+            times.push(t.elapsed());
+            assert_eq!(origin, expect);
+            assert_eq!(outcome, Outcome::Exited(0));
+        }
+        times
+    };
+    let mut from_disk = starts(Origin::Cache).await;
     // Another pod of a module a running pod holds.
     let held = runtime.load("hello", &path).expect("load");
-    let mut shared = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = std::time::Instant::now();
-        let (loaded, origin) = runtime.load("hello", &path).expect("load");
-        let outcome = runtime.run(&loaded, spec(&log, None)).await;
-        shared.push(t.elapsed());
-        assert_eq!(origin, Origin::Shared);
-        assert_eq!(outcome, Outcome::Exited(0));
-    }
+    let mut shared = starts(Origin::Shared).await;
     drop(held);
     let mut raw = raw_instantiate_and_start(&wasm, &dir.path().join("raw.out"), samples).await;
     for v in [&mut from_disk, &mut shared, &mut raw] {

@@ -119,15 +119,18 @@ async fn kubectl_drives_the_hub() {
     );
     let client = hub.client();
     let deploy = "/apis/apps/v1/namespaces/default/deployments/web";
-    // The controllers make the ReplicaSet and its pods (no agent: Pending).
-    eventually(Duration::from_secs(20), "2 pods of web", || {
+    // The controllers make the ReplicaSet and its pods (no agent: Pending),
+    // then count them in the Deployment's status (a later write).
+    eventually(Duration::from_secs(20), "2 pods of web, counted", || {
         let c = client.clone();
         async move {
             let pods: Value = c
                 .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")
                 .await
                 .ok()?;
-            (pods["items"].as_array()?.len() == 2).then_some(())
+            let d: Value = c.get(deploy).await.ok()?;
+            (pods["items"].as_array()?.len() == 2 && d["status"]["updatedReplicas"] == 2)
+                .then_some(())
         }
     })
     .await;
