@@ -201,7 +201,8 @@ fn writer() -> String {
 }
 
 /// Prints data.txt of its first mount; exits with the WASI errno
-/// when it cannot read it.
+/// when it cannot read it, and with EAGAIN (6) when it is empty: a writer
+/// beside it may have created the file and not yet written to it.
 fn reader() -> String {
     format!(
         r#"(module {IMPORTS}
@@ -209,6 +210,7 @@ fn reader() -> String {
     (call $open_data (i32.const 0) (i64.const 0x2))
     (i32.store (i32.const 0) (i32.const 1000)) (i32.store (i32.const 4) (i32.const 4096))
     (call $check (call $read (i32.load (i32.const 16)) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (if (i32.eqz (i32.load (i32.const 8))) (then (call $exit (i32.const 6))))
     (i32.store (i32.const 4) (i32.load (i32.const 8)))
     (call $check (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
     )
