@@ -130,6 +130,15 @@ pub struct Config {
     /// even if the broker still shows the board online.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+
+    /// How many nice levels below the agent guest code runs, so that the
+    /// agent and pods that wake up preempt a pod spinning on a core at
+    /// once (docs/runtime.md, "CPU"). 0 runs guests at the agent's
+    /// priority. Needs permission to put a thread's priority back: root, or
+    /// `LimitNICE=+0` in the systemd unit (the shipped unit has it).
+    #[arg(long, value_name = "N", default_value_t = crate::runtime::priority::DEFAULT_GUEST_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub guest_nice: i32,
 }
 
 /// Why the configuration was refused. Each message names the option.
@@ -283,6 +292,7 @@ mod tests {
         assert_eq!(c.backoff(), Backoff::default());
         assert_eq!(c.keepalive, Duration::from_secs(60));
         assert_eq!(c.lease_duration, Duration::from_secs(3600));
+        assert_eq!(c.guest_nice, 10);
         assert_eq!(c.hub.as_deref(), Some("mqtt://127.0.0.1:1883"));
         let c = load(&[
             "--hub",
@@ -326,10 +336,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_naming_the_option() {
-        let cases: [(&[&str], &str); 11] = [
+        let cases: [(&[&str], &str); 12] = [
             (
                 &["--hub", "mqtt://h", "--name", "pi", "--keepalive", "2s"],
                 "--keepalive",
+            ),
+            (
+                &["--hub", "mqtt://h", "--name", "pi", "--guest-nice", "20"],
+                "--guest-nice",
             ),
             (
                 &[

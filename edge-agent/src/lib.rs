@@ -43,7 +43,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .with_context(|| format!("cannot open the local state in {}", data.display()))?,
     );
     let saved = state.load()?;
-    let runtime = Arc::new(runtime::Runtime::new(&data.join("compiled"))?);
+    let runtime = Arc::new(
+        runtime::Runtime::new(&data.join("compiled"))?
+            .with_priority(runtime::Priority::new(config.guest_nice)),
+    );
     let (outbox, outbox_rx) = modules::Outbox::new();
     let fetcher = Arc::new(modules::Fetcher::new(
         modules::Store::new(&data.join("modules")),

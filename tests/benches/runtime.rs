@@ -5,7 +5,11 @@
 //!   moment its timer was due until its unit of work is done, measured by
 //!   the guest itself with WASI's monotonic clock — alone, beside spinning
 //!   neighbours held to a CPU limit, and (for reference) beside spinning
-//!   neighbours without a limit.
+//!   neighbours without a limit. In the same run, the same with guests at
+//!   the agent's own priority (`--guest-nice 0`), and the floor this
+//!   machine's kernel sets: native threads doing the same (a thread sleeping
+//!   2 ms then working, beside threads spinning for the limit's share of
+//!   every 100 ms).
 //!
 //! - Density: a real hub and agent process, the agent's address space
 //!   limited to 512 GiB (a 64-bit Pi's 39 bits, via `prlimit`), 1,000 idle
@@ -29,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spoke_agent::pods::logs::{PodLog, message_of};
-use spoke_agent::runtime::{Origin, Outcome, RunSpec, Runtime};
+use spoke_agent::runtime::{Origin, Outcome, Priority, RunSpec, Runtime};
 use spoke_e2e::stats::{Figure, quick};
 
 /// Rounds of sleep + work the well-behaved guest does per scenario.
@@ -158,6 +162,57 @@ async fn scenario(
         })
         .collect();
     assert_eq!(latencies.len(), ROUNDS as usize);
+    latencies.sort();
+    latencies
+}
+
+/// The native floor: a thread sleeping `SLEEP_NS` then doing about the
+/// guest's work, `ROUNDS` times, beside `spinners` threads each spinning
+/// for `cpu`'s share of every 100 ms (all of it without a limit), as a
+/// pod's CPU bucket lets it; returns its sorted latencies.
+fn native_scenario(spinners: usize, cpu: Option<u64>) -> Vec<Duration> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let stop = Arc::new(AtomicBool::new(false));
+    let period = Duration::from_millis(100);
+    let on = period * cpu.map_or(1000, |m| m.min(1000) as u32) / 1000;
+    let threads: Vec<_> = (0..spinners)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Out of phase, as pods started at different times are.
+                std::thread::sleep(period * i as u32 / spinners.max(1) as u32);
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let end = Instant::now() + on;
+                    while Instant::now() < end {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                    if on < period {
+                        std::thread::sleep(period - on);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let sleep = Duration::from_nanos(SLEEP_NS);
+    let mut latencies: Vec<Duration> = (0..ROUNDS)
+        .map(|_| {
+            let t0 = Instant::now();
+            std::thread::sleep(sleep);
+            let mut acc = 0u32;
+            for k in 0..WORK {
+                acc = std::hint::black_box(acc.wrapping_add(k.wrapping_mul(k)));
+            }
+            std::hint::black_box(acc);
+            t0.elapsed().saturating_sub(sleep)
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
     latencies.sort();
     latencies
 }
@@ -435,6 +490,23 @@ async fn raw_instantiate_and_start(
 /// the figure.
 const REPS: usize = 5;
 
+/// Who runs the well-behaved work and the spinners.
+#[derive(Clone, Copy)]
+enum Subject {
+    /// The agent's runtime as it ships: guests below the agent's priority.
+    Spoke,
+    /// Guests at the agent's priority (`--guest-nice 0`).
+    SamePriority,
+    /// Native threads: the kernel's floor on this machine.
+    Native,
+}
+
+const SUBJECTS: [(Subject, &str); 3] = [
+    (Subject::Spoke, "Spoke"),
+    (Subject::SamePriority, "Spoke, --guest-nice 0"),
+    (Subject::Native, "native threads"),
+];
+
 async fn containment() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
@@ -447,7 +519,13 @@ async fn containment() {
         wat::parse_str(SPIN).expect("spin wat"),
     )
     .expect("write");
-    let runtime = Arc::new(Runtime::new(&dir.path().join("compiled")).expect("runtime"));
+    let compiled = dir.path().join("compiled");
+    let spoke = Arc::new(Runtime::new(&compiled).expect("runtime"));
+    let same = Arc::new(
+        Runtime::new(&compiled)
+            .expect("runtime")
+            .with_priority(Priority::SAME),
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rows = [
         ("1 spinner at 200m", 1, Some(200)),
@@ -455,20 +533,35 @@ async fn containment() {
         ("1 spinner at 500m", 1, Some(500)),
         ("one spinner per core, no limit (reference)", cores, None),
     ];
+    let run = |subject: Subject, tag: String, n: usize, cpu: Option<u64>| {
+        let (spoke, same, dir) = (spoke.clone(), same.clone(), dir.path().to_path_buf());
+        async move {
+            match subject {
+                Subject::Spoke => scenario(&spoke, &dir, &tag, n, cpu).await,
+                Subject::SamePriority => scenario(&same, &dir, &tag, n, cpu).await,
+                Subject::Native => tokio::task::spawn_blocking(move || native_scenario(n, cpu))
+                    .await
+                    .expect("native scenario"),
+            }
+        }
+    };
     let reps = if quick() { 1 } else { REPS };
-    // Per row: (p50 ratio, p99 ratio, p50, p99) of each repetition.
-    let mut results: Vec<Vec<(f64, f64, Duration, Duration)>> = vec![Vec::new(); rows.len()];
-    let mut alone_all = Vec::new();
+    // Per row and subject: (p50 ratio, p99 ratio, p50, p99) of each repetition.
+    let mut results = vec![vec![Vec::new(); SUBJECTS.len()]; rows.len()];
+    // Per subject: (p50, p99) of each run alone.
+    let mut alone_all = vec![Vec::new(); SUBJECTS.len()];
     for rep in 0..reps {
         for (i, (what, n, cpu)) in rows.iter().enumerate() {
-            let alone = scenario(&runtime, dir.path(), &format!("alone-{rep}-{i}"), 0, None).await;
-            let (a50, a99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
-            alone_all.push((a50, a99));
-            let tag = format!("{}-{rep}", what.replace([' ', ','], "-"));
-            let l = scenario(&runtime, dir.path(), &tag, *n, *cpu).await;
-            let (p50, p99) = (percentile(&l, 0.5), percentile(&l, 0.99));
-            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-            results[i].push((ratio(p50, a50), ratio(p99, a99), p50, p99));
+            for (k, (subject, _)) in SUBJECTS.iter().enumerate() {
+                let tag = format!("{}-{k}-{rep}", what.replace([' ', ','], "-"));
+                let alone = run(*subject, format!("alone-{tag}"), 0, None).await;
+                let (a50, a99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
+                alone_all[k].push((a50, a99));
+                let l = run(*subject, tag, *n, *cpu).await;
+                let (p50, p99) = (percentile(&l, 0.5), percentile(&l, 0.99));
+                let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+                results[i][k].push((ratio(p50, a50), ratio(p99, a99), p50, p99));
+            }
         }
     }
     let median = |mut v: Vec<f64>| {
@@ -482,36 +575,46 @@ async fn containment() {
         "\nSpoke runtime benchmark: CPU containment ({ROUNDS} rounds of a {} ms sleep then ~work; {cores} cores; medians of {reps} interleaved pairs)\n",
         SLEEP_NS as f64 / 1e6
     );
-    println!("latency = from when the guest's timer was due until its work was done\n");
-    println!("| neighbours | p50 | p99 | p50 ratio | p99 ratio | p99 ratios, each pair |");
-    println!("|---|---|---|---|---|---|");
-    let a50 = median_d(alone_all.iter().map(|a| a.0).collect());
-    let a99 = median_d(alone_all.iter().map(|a| a.1).collect());
+    println!("latency = from when the timer was due until the work was done\n");
     println!(
-        "| none (baseline) | {} | {} | 1.00× | 1.00× | |",
-        ms(a50),
-        ms(a99)
+        "| neighbours | subject | p50 | p99 | p50 ratio | p99 ratio | p99 ratios, each pair |"
     );
-    for ((what, _, cpu), reps) in rows.iter().zip(results) {
-        let p50 = median_d(reps.iter().map(|r| r.2).collect());
-        let p99 = median_d(reps.iter().map(|r| r.3).collect());
-        let r50 = median(reps.iter().map(|r| r.0).collect());
-        let r99 = median(reps.iter().map(|r| r.1).collect());
-        let each: Vec<String> = reps.iter().map(|r| format!("{:.2}", r.1)).collect();
+    println!("|---|---|---|---|---|---|---|");
+    for (k, (_, who)) in SUBJECTS.iter().enumerate() {
+        let a50 = median_d(alone_all[k].iter().map(|a| a.0).collect());
+        let a99 = median_d(alone_all[k].iter().map(|a| a.1).collect());
         println!(
-            "| {what} | {} | {} | {r50:.2}× | {r99:.2}× | {} |",
-            ms(p50),
-            ms(p99),
-            each.join(" ")
+            "| none (baseline) | {who} | {} | {} | 1.00× | 1.00× | |",
+            ms(a50),
+            ms(a99)
         );
-        let name = |q: &str| format!("cpu: well-behaved pod {q}, {what}");
-        Figure::ms("runtime", &name("p50"), p50)
-            .baseline_ms("alone p50", a50)
-            .emit();
-        let f99 = Figure::ms("runtime", &name("p99"), p99).baseline_ms("alone p99", a99);
-        match cpu {
-            Some(_) => f99.goal("≤ 1.10× alone").emit(),
-            None => f99.emit(),
+    }
+    for ((what, _, cpu), by_subject) in rows.iter().zip(results) {
+        for ((subject, who), reps) in SUBJECTS.iter().zip(by_subject) {
+            let p50 = median_d(reps.iter().map(|r| r.2).collect());
+            let p99 = median_d(reps.iter().map(|r| r.3).collect());
+            let r50 = median(reps.iter().map(|r| r.0).collect());
+            let r99 = median(reps.iter().map(|r| r.1).collect());
+            let each: Vec<String> = reps.iter().map(|r| format!("{:.2}", r.1)).collect();
+            println!(
+                "| {what} | {who} | {} | {} | {r50:.2}× | {r99:.2}× | {} |",
+                ms(p50),
+                ms(p99),
+                each.join(" ")
+            );
+            let name = |q: &str| format!("cpu: well-behaved {q}, {what}, {who}");
+            let ratio = |r: f64| Duration::from_secs_f64(p99.as_secs_f64() / r);
+            Figure::ms("runtime", &name("p50"), p50)
+                .baseline_ms(
+                    "alone p50",
+                    Duration::from_secs_f64(p50.as_secs_f64() / r50),
+                )
+                .emit();
+            let f99 = Figure::ms("runtime", &name("p99"), p99).baseline_ms("alone p99", ratio(r99));
+            match (subject, cpu) {
+                (Subject::Spoke, Some(_)) => f99.goal("≤ 1.10× alone").emit(),
+                _ => f99.emit(),
+            }
         }
     }
 }

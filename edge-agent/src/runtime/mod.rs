@@ -15,6 +15,9 @@
 //! - Guests' timers and sockets live in a tokio runtime of their own whose
 //!   one thread waits in its driver ([`reactor`]), so that a pod's sleep
 //!   ends on time while the agent's workers are busy with other guests.
+//! - Guest code runs a few nice levels below the agent's own threads, so a
+//!   thread that wakes (a pod whose timer fired, the agent's MQTT) preempts
+//!   a spinning guest at once (see [`priority`]).
 //! - `resources.limits.memory` is enforced by a [`wasmtime::ResourceLimiter`]:
 //!   growing past it traps, and the outcome is reported as `OOMKilled`.
 //! - A guest is asked to stop by closing its stdin ([`StopSignal`]); the
@@ -44,9 +47,11 @@ use crate::pods::logs::LogStream;
 
 pub mod cpu;
 pub mod net;
+pub mod priority;
 mod reactor;
 mod stop;
 pub use net::NetPolicy;
+pub use priority::Priority;
 pub use stop::StopSignal;
 #[cfg(test)]
 mod tests;
@@ -262,6 +267,7 @@ pub struct Runtime {
     component_linker: wasmtime::component::Linker<ComponentState>,
     compiled_dir: PathBuf,
     reactor: reactor::Reactor,
+    priority: Priority,
     /// Programs some pod still holds, by digest: weak, so a program is
     /// dropped with the last pod that runs it.
     shared: Mutex<HashMap<String, Weak<Loaded>>>,
@@ -271,7 +277,9 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker. Compiled code is cached
-    /// in `compiled_dir`.
+    /// in `compiled_dir`. Guests run [`priority::DEFAULT_GUEST_NICE`] nice
+    /// levels below the agent where the process may do so
+    /// ([`Runtime::with_priority`] changes it).
     pub fn new(compiled_dir: &Path) -> Result<Runtime, Error> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
@@ -323,8 +331,15 @@ impl Runtime {
             component_linker,
             compiled_dir: compiled_dir.to_path_buf(),
             reactor,
+            priority: Priority::new(priority::DEFAULT_GUEST_NICE),
             shared: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same runtime with guests at `priority`.
+    pub fn with_priority(mut self, priority: Priority) -> Runtime {
+        self.priority = priority;
+        self
     }
 
     fn entry(&self, hex: &str, kind: Kind) -> PathBuf {
@@ -653,8 +668,10 @@ impl Runtime {
 
 impl Runtime {
     /// Runs `guest` held to `milli` thousandths of a CPU, when limited, with
-    /// its timers and sockets in the guests' reactor (see [`reactor`]).
+    /// its timers and sockets in the guests' reactor (see [`reactor`]), at
+    /// the guests' [`Priority`].
     async fn guest<T>(&self, milli: Option<u64>, guest: impl Future<Output = T>) -> T {
+        let guest = self.priority.apply(guest);
         match milli {
             Some(m) => {
                 let quota = cpu::Quota::new(m, std::time::Instant::now());

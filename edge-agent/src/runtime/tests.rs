@@ -666,3 +666,47 @@ async fn outbound_connections_follow_the_pods_egress_rules() {
         "{lines:?}"
     );
 }
+
+/// The nice value of each of this process's threads (`/proc`, field 19).
+fn thread_nices() -> Vec<i32> {
+    fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|task| {
+            let stat = fs::read_to_string(task.path().join("stat")).ok()?;
+            // The command name, in parentheses, may hold spaces.
+            let fields = &stat[stat.rfind(')')? + 2..];
+            fields.split(' ').nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_runs_below_the_agents_priority() {
+    let f = fixture();
+    let base = rustix::process::getpriority_process(None).unwrap();
+    let lowered = (base + priority::DEFAULT_GUEST_NICE).min(19);
+    let loaded = f.load_wat("spin", SPIN);
+    let runtime = f.runtime.clone();
+    let spec = f.spec(None);
+    let spinning = tokio::spawn(async move { runtime.run(&loaded, spec).await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        if thread_nices().contains(&lowered) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    spinning.abort();
+    let _ = spinning.await;
+    // Where the process may not put a thread back (no root, no
+    // RLIMIT_NICE), guests stay at the agent's priority.
+    assert_eq!(
+        seen,
+        f.runtime.priority.lowers(),
+        "a thread at nice {lowered} while a guest spins"
+    );
+}
