@@ -131,10 +131,9 @@ pub struct Config {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
 
-    /// How many nice levels below the agent guest code runs, so that the
-    /// agent and pods that wake up preempt a pod spinning on a core at
-    /// once (docs/runtime.md, "CPU"). 0 runs guests at the agent's
-    /// priority. Needs permission to put a thread's priority back: root, or
+    /// How many nice levels below the agent a spinning guest runs, so that
+    /// the agent and pods that wake up preempt it at once (docs/runtime.md,
+    /// "CPU"). 0 runs every guest at the agent's priority. Needs permission to put a thread's priority back: root, or
     /// `LimitNICE=+0` in the systemd unit (the shipped unit has it).
     #[arg(long, value_name = "N", default_value_t = crate::runtime::priority::DEFAULT_GUEST_NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]

@@ -15,9 +15,9 @@
 //! - Guests' timers and sockets live in a tokio runtime of their own whose
 //!   one thread waits in its driver ([`reactor`]), so that a pod's sleep
 //!   ends on time while the agent's workers are busy with other guests.
-//! - Guest code runs a few nice levels below the agent's own threads, so a
-//!   thread that wakes (a pod whose timer fired, the agent's MQTT) preempts
-//!   a spinning guest at once (see [`priority`]).
+//! - A spinning guest runs a few nice levels below the agent's own threads
+//!   and waiting guests, so a thread that wakes (a pod whose timer fired,
+//!   the agent's MQTT) preempts it at once (see [`priority`]).
 //! - `resources.limits.memory` is enforced by a [`wasmtime::ResourceLimiter`]:
 //!   growing past it traps, and the outcome is reported as `OOMKilled`.
 //! - A guest is asked to stop by closing its stdin ([`StopSignal`]); the
@@ -277,7 +277,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Runtime {
     /// Builds the engine and starts its epoch ticker. Compiled code is cached
-    /// in `compiled_dir`. Guests run [`priority::DEFAULT_GUEST_NICE`] nice
+    /// in `compiled_dir`. Spinning guests run [`priority::DEFAULT_GUEST_NICE`] nice
     /// levels below the agent where the process may do so
     /// ([`Runtime::with_priority`] changes it).
     pub fn new(compiled_dir: &Path) -> Result<Runtime, Error> {

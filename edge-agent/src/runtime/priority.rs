@@ -1,22 +1,32 @@
-//! Guest code runs at a lower scheduling priority than the agent.
+//! A guest that spins runs at a lower scheduling priority than the agent
+//! and than guests that wait.
 //!
-//! While a tokio worker polls a guest, its thread's nice value is raised by
-//! [`Priority`]'s offset (default [`DEFAULT_GUEST_NICE`]) and put back when
-//! the poll returns. Threads that wake up (the guests' reactor, an idle
-//! worker about to run a pod whose timer fired, the agent's MQTT and
-//! supervisor tasks) are then at the agent's own priority, above a guest
-//! that is spinning on a core, and Linux's scheduler lets them preempt it
-//! at once. Without this, on a board whose cores are all running guests, a
-//! thread that wakes waits for the running guest's time slice to end
-//! (about 3 ms on Linux 6.x with two cores): a well-behaved pod's sleep
-//! ended up to 4 ms late at p99 beside two spinning pods, against about
-//! 1 ms with the spinners' threads reniced (BENCHMARKS.md, CPU containment).
+//! A poll of a guest's future lasts until the guest waits (a timer, a
+//! socket) or reaches an epoch tick ([`super::EPOCH_TICK`]). A guest whose
+//! last poll ran for [`CPU_BOUND_AFTER`] or more is spinning (CPU-bound);
+//! its next poll runs with the thread's nice value raised by [`Priority`]'s
+//! offset (default [`DEFAULT_GUEST_NICE`]), put back when the poll returns.
+//! Its first slice runs at the normal priority; so does every poll of a
+//! guest that does a little work and waits again.
 //!
-//! All guests get the same offset, so they share the CPU among themselves
-//! exactly as before; beside the board's other processes a guest weighs
-//! less (nice 10: about a tenth), as pods beside a kubelet's
-//! system-reserved share. CPU limits are unaffected: they charge the CPU
-//! time a guest's thread used.
+//! Why: on a board whose cores are all running spinning guests, a thread
+//! that wakes (an idle worker about to run a pod whose timer fired, the
+//! guests' reactor, the agent's MQTT) waited for a running guest's time
+//! slice to end, about 3 ms with two cores on Linux 6.x. Above a lowered
+//! spinner, Linux preempts the spinner for it at once. Native threads on
+//! this machine: a thread's 2 ms sleep ended 4 ms late at p99 beside two
+//! spinning threads at nice 0, 1 ms beside the same at nice 10.
+//!
+//! Why not every guest poll: a thread reniced while it runs is reweighted
+//! by the scheduler, and a pod that just woke would lose its place to a
+//! spinner on the same core; and the two system calls (about 1.3 µs here)
+//! would be paid by every short poll.
+//!
+//! Spinning guests share the CPU among themselves as before (all get the
+//! same offset); beside the board's other processes a spinning guest weighs
+//! less (nice 10: about a tenth), as pods do beside a kubelet's reserved
+//! CPU. CPU limits are unaffected: they charge the CPU time a guest's
+//! thread used.
 //!
 //! Putting a thread's priority back (lowering its nice value) is a
 //! privileged operation unless `RLIMIT_NICE` allows it (systemd's
@@ -27,9 +37,15 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// The nice offset of guest code, by default.
 pub const DEFAULT_GUEST_NICE: i32 = 10;
+
+/// A poll that ran this long was cut by an epoch tick, not by a wait: its
+/// guest is spinning. Half a tick, so that a guest preempted by the kernel
+/// in the middle of a short poll is rarely mistaken for one.
+pub const CPU_BOUND_AFTER: Duration = Duration::from_millis(5);
 
 /// The most a nice value can be (Linux).
 const NICE_MAX: i32 = 19;
@@ -81,10 +97,11 @@ impl Priority {
         self.offset.is_some()
     }
 
-    /// `inner`, polled at the guests' priority.
+    /// `inner`, its polls lowered while it spins.
     pub fn apply<F: Future>(self, inner: F) -> Lowered<F> {
         Lowered {
             offset: self.offset,
+            spinning: false,
             inner: Box::pin(inner),
         }
     }
@@ -105,9 +122,11 @@ fn probe(offset: i32) -> std::io::Result<()> {
     })
 }
 
-/// A future whose polls run at the guests' priority: see [`Priority`].
+/// A future whose polls are lowered while it spins: see the module docs.
 pub struct Lowered<F> {
     offset: Option<i32>,
+    /// The last poll ran for [`CPU_BOUND_AFTER`] or more.
+    spinning: bool,
     inner: Pin<Box<F>>,
 }
 
@@ -122,6 +141,20 @@ impl Drop for Restore {
     }
 }
 
+/// Lowers the calling thread by `offset` until the result is dropped.
+fn lower(offset: i32) -> Option<Restore> {
+    let base = BASE.with(|b| {
+        b.get().unwrap_or_else(|| {
+            let nice = rustix::process::getpriority_process(None).unwrap_or(0);
+            b.set(Some(nice));
+            nice
+        })
+    });
+    rustix::process::setpriority_process(None, (base + offset).min(NICE_MAX))
+        .is_ok()
+        .then_some(Restore(base))
+}
+
 impl<F: Future> Future for Lowered<F> {
     type Output = F::Output;
 
@@ -131,19 +164,11 @@ impl<F: Future> Future for Lowered<F> {
         let Some(offset) = this.offset else {
             return this.inner.as_mut().poll(cx);
         };
-        let base = BASE.with(|b| {
-            b.get().unwrap_or_else(|| {
-                let nice = rustix::process::getpriority_process(None).unwrap_or(0);
-                b.set(Some(nice));
-                nice
-            })
-        });
-        // Two system calls per poll, well under a microsecond each; a
-        // guest's poll lasts until its next wait or epoch tick.
-        let _restore = rustix::process::setpriority_process(None, (base + offset).min(NICE_MAX))
-            .is_ok()
-            .then_some(Restore(base));
-        this.inner.as_mut().poll(cx)
+        let _restore = if this.spinning { lower(offset) } else { None };
+        let start = Instant::now();
+        let result = this.inner.as_mut().poll(cx);
+        this.spinning = start.elapsed() >= CPU_BOUND_AFTER;
+        result
     }
 }
 
@@ -151,30 +176,53 @@ impl<F: Future> Future for Lowered<F> {
 mod tests {
     use super::*;
 
-    /// A future that reads its thread's nice value when polled.
-    struct ReadNice;
+    /// A guest stand-in: on each poll, records its thread's nice value,
+    /// then busies its thread for the poll's stretch and yields; ready after
+    /// the last stretch, with the nice values.
+    struct Guest {
+        stretches: Vec<Duration>,
+        seen: Vec<i32>,
+    }
 
-    impl Future for ReadNice {
-        type Output = i32;
-        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<i32> {
-            Poll::Ready(rustix::process::getpriority_process(None).unwrap())
+    impl Future for Guest {
+        type Output = Vec<i32>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<i32>> {
+            self.seen
+                .push(rustix::process::getpriority_process(None).unwrap());
+            let stretch = self.stretches[self.seen.len() - 1];
+            let end = Instant::now() + stretch;
+            while Instant::now() < end {
+                std::hint::spin_loop();
+            }
+            if self.seen.len() == self.stretches.len() {
+                return Poll::Ready(std::mem::take(&mut self.seen));
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
         }
     }
 
     #[test]
-    fn a_guest_poll_runs_below_the_thread_and_the_thread_gets_its_priority_back() {
+    fn a_spinning_guest_runs_lowered_and_a_waiting_one_does_not() {
         std::thread::spawn(|| {
             let priority = Priority::new(DEFAULT_GUEST_NICE);
             let base = rustix::process::getpriority_process(None).unwrap();
-            let inside = block_on(priority.apply(ReadNice));
+            let (short, long) = (Duration::ZERO, CPU_BOUND_AFTER + Duration::from_millis(1));
+            let guest = Guest {
+                stretches: vec![short, long, long, short, short],
+                seen: Vec::new(),
+            };
+            let seen = block_on(priority.apply(guest));
             let after = rustix::process::getpriority_process(None).unwrap();
+            let low = (base + DEFAULT_GUEST_NICE).min(NICE_MAX);
             if priority.lowers() {
-                assert_eq!(inside, (base + DEFAULT_GUEST_NICE).min(NICE_MAX));
+                // Each poll is lowered when the one before it ran long.
+                assert_eq!(seen, [base, base, low, low, base]);
             } else {
                 // Unprivileged and no RLIMIT_NICE: nothing changes.
-                assert_eq!(inside, base);
+                assert_eq!(seen, [base; 5]);
             }
-            assert_eq!(after, base);
+            assert_eq!(after, base, "the thread gets its priority back");
         })
         .join()
         .unwrap();
