@@ -33,5 +33,8 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static
 # The agent's own profile (Cargo.toml): fat LTO, one codegen unit, panic=abort.
 cargo build --profile release-agent --locked -p spoke-agent --target "$target"
 bin="${CARGO_TARGET_DIR:-target}/$target/release-agent/spoke-agent"
+# The profile's `strip = true` leaves the symbol table in when linking
+# through Debian's cross gcc (13.6 MB); the cross binutils strip it (10.4 MB).
+aarch64-linux-gnu-strip "$bin"
 ls -l "$bin" >&2
 file "$bin" >&2 || true
