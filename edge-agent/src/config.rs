@@ -133,8 +133,9 @@ pub struct Config {
 
     /// How many nice levels below the agent a spinning guest runs, so that
     /// the agent and pods that wake up preempt it at once (docs/runtime.md,
-    /// "CPU"). 0 runs every guest at the agent's priority. Needs permission to put a thread's priority back: root, or
-    /// `LimitNICE=+0` in the systemd unit (the shipped unit has it).
+    /// "CPU"). 0 runs every guest at the agent's priority. Needs permission
+    /// to put a thread's priority back: root, or `LimitNICE=+0` in the
+    /// systemd unit (the shipped unit has it).
     #[arg(long, value_name = "N", default_value_t = crate::runtime::priority::DEFAULT_GUEST_NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub guest_nice: i32,

@@ -36,6 +36,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -69,26 +70,11 @@ impl Priority {
     /// a thread's priority back; otherwise [`Priority::SAME`], with a
     /// warning. An offset of 0 (or less) is [`Priority::SAME`].
     pub fn new(offset: i32) -> Priority {
-        if offset <= 0 {
+        if offset <= 0 || !may_restore() {
             return Priority::SAME;
         }
-        match probe(offset) {
-            Ok(()) => Priority {
-                offset: Some(offset),
-            },
-            Err(e) => {
-                // Said once: each runtime built (and each option) asks again.
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    tracing::warn!(
-                        error = %e,
-                        "cannot put a thread's priority back after lowering it (RLIMIT_NICE; \
-                         systemd: LimitNICE=+0): guests run at the agent's priority, and a \
-                         spinning pod can delay its neighbours' wake-ups by a time slice"
-                    )
-                });
-                Priority::SAME
-            }
+        Priority {
+            offset: Some(offset),
         }
     }
 
@@ -107,18 +93,31 @@ impl Priority {
     }
 }
 
-/// Lowers then restores the calling thread's priority, on a thread of its
-/// own so that a refusal leaves no thread of the agent reniced.
-fn probe(offset: i32) -> std::io::Result<()> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
+/// Whether this process may put a thread's nice value back after raising
+/// it. Asked once, on a thread of its own so that a refusal leaves no
+/// thread of the agent reniced; a refusal is logged then.
+fn may_restore() -> bool {
+    static MAY: OnceLock<bool> = OnceLock::new();
+    *MAY.get_or_init(|| {
+        let probe = || -> std::io::Result<()> {
             let base = rustix::process::getpriority_process(None)?;
-            rustix::process::setpriority_process(None, (base + offset).min(NICE_MAX))?;
-            rustix::process::setpriority_process(None, base)?;
-            Ok(())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
+            rustix::process::setpriority_process(None, (base + 1).min(NICE_MAX))?;
+            Ok(rustix::process::setpriority_process(None, base)?)
+        };
+        let result = std::thread::scope(|s| {
+            s.spawn(probe)
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
+        });
+        if let Err(e) = &result {
+            tracing::warn!(
+                error = %e,
+                "cannot put a thread's priority back after lowering it (RLIMIT_NICE; \
+                 systemd: LimitNICE=+0): guests run at the agent's priority, and a \
+                 spinning pod can delay its neighbours' wake-ups by a time slice"
+            );
+        }
+        result.is_ok()
     })
 }
 
