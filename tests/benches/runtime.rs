@@ -577,18 +577,13 @@ async fn containment() {
         "| neighbours | subject | alone p50 | alone p99 | beside p50 | beside p99 | p50 ratio | p99 ratio | p99 ratio, even / odd blocks |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    // The rounds alone and beside the spinners of some blocks, each sorted.
     let pooled = |blocks: &[&(Vec<Duration>, Vec<Duration>)]| {
         let mut alone: Vec<Duration> = blocks.iter().flat_map(|b| b.0.iter().copied()).collect();
         let mut beside: Vec<Duration> = blocks.iter().flat_map(|b| b.1.iter().copied()).collect();
         alone.sort();
         beside.sort();
-        let p = |v: &[Duration], q| percentile(v, q);
-        [
-            p(&alone, 0.5),
-            p(&alone, 0.99),
-            p(&beside, 0.5),
-            p(&beside, 0.99),
-        ]
+        [alone, beside]
     };
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     // The tail's shape, printed after the table.
@@ -596,24 +591,18 @@ async fn containment() {
     for ((what, _, cpu), by_subject) in rows.iter().zip(results) {
         for ((subject, who), blocks) in SUBJECTS.iter().zip(by_subject) {
             let all: Vec<_> = blocks.iter().collect();
-            let [a50, a99, b50, b99] = pooled(&all);
-            let qs = [0.9, 0.95, 0.99, 0.999];
-            let mut sorted: [Vec<Duration>; 2] = [
-                all.iter().flat_map(|b| b.0.iter().copied()).collect(),
-                all.iter().flat_map(|b| b.1.iter().copied()).collect(),
-            ];
-            let cells: Vec<String> = sorted
-                .iter_mut()
-                .flat_map(|v| {
-                    v.sort();
-                    qs.iter().map(|q| ms(percentile(v, *q))).collect::<Vec<_>>()
-                })
+            let [alone, beside] = pooled(&all);
+            let (a50, a99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
+            let (b50, b99) = (percentile(&beside, 0.5), percentile(&beside, 0.99));
+            let cells: Vec<String> = [&alone, &beside]
+                .iter()
+                .flat_map(|v| [0.9, 0.95, 0.99, 0.999].map(|q| ms(percentile(v, q))))
                 .collect();
             shapes.push(format!("| {what} | {who} | {} |", cells.join(" | ")));
             let half = |parity: usize| {
                 let part: Vec<_> = blocks.iter().skip(parity).step_by(2).collect();
-                let [_, a99, _, b99] = pooled(&part);
-                ratio(b99, a99)
+                let [alone, beside] = pooled(&part);
+                ratio(percentile(&beside, 0.99), percentile(&alone, 0.99))
             };
             println!(
                 "| {what} | {who} | {} | {} | {} | {} | {:.2}× | **{:.2}×** | {:.2}× / {:.2}× |",
